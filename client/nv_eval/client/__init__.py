@@ -1,0 +1,1 @@
+"""nv-eval client: CLI, config composition, SDK, exporters."""

@@ -1,0 +1,3 @@
+"""Wire-protocol version carried by every message on the bus."""
+
+PROTOCOL_VERSION = 1

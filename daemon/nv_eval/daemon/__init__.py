@@ -1,0 +1,1 @@
+"""nv-eval daemon: plans invocations, dispatches jobs, folds events into state."""

@@ -1,0 +1,1 @@
+"""nv-eval harness: the built-in benchmark runner."""

@@ -1,0 +1,5 @@
+"""nv-eval-harness command (placeholder)."""
+
+
+def main() -> None:
+    raise SystemExit("nv-eval-harness: not built yet")
