@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import nats.errors
+import nats.js.errors
 from anyio.abc import TaskGroup
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nv_eval.protocol import (
@@ -37,18 +38,29 @@ class EventFold:
         self.folded = 0
 
     async def open(self) -> None:
+        """(Re)create the durable consumer positioned right after the last event the store committed.
+
+        The store, not the consumer's ack floor, is the truth about what was folded: after a crash the
+        unacked tail of a batch would otherwise only come back after ``ack_wait``, behind newer events.
+        """
         subj = self.engine.subjects
+        js = self.engine.js
+        last = self.engine.store.last_stream_seq()
+        try:
+            await js.delete_consumer(subj.events_stream, FOLD_DURABLE)
+        except nats.js.errors.NotFoundError:
+            pass
         cfg = ConsumerConfig(
             durable_name=FOLD_DURABLE,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if last else DeliverPolicy.ALL,
+            opt_start_seq=last + 1 if last else None,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=30,
             max_ack_pending=20_000,
             filter_subject=subj.events_all(),
         )
-        self.psub = await self.engine.js.pull_subscribe(
-            subj.events_all(), durable=FOLD_DURABLE, stream=subj.events_stream, config=cfg
-        )
+        await js.add_consumer(subj.events_stream, cfg)
+        self.psub = await js.pull_subscribe_bind(durable=FOLD_DURABLE, stream=subj.events_stream)
 
     async def pull_once(self, timeout: float) -> int:
         """Fetch and fold one batch; 0 when nothing arrived within ``timeout``."""
@@ -66,15 +78,17 @@ class EventFold:
 
     async def catch_up(self, limit_s: float = 120.0) -> int:
         """Fold everything already in the stream (bounded), before the daemon acts on its state."""
+        info = await self.engine.js.stream_info(self.engine.subjects.events_stream)
+        target = info.state.last_seq
         n = 0
         with anyio.move_on_after(limit_s) as scope:
-            while True:
-                got = await self.pull_once(timeout=0.5)
-                if got == 0:
-                    break
+            while self.engine.store.last_stream_seq() < target:
+                got = await self.pull_once(timeout=1.0)
                 n += got
+                if got == 0 and (await self.psub.consumer_info()).num_pending == 0:
+                    break  # the tail of the stream was removed by its limits
         if scope.cancelled_caught:
-            log.warning("catch-up did not finish in time; continuing live", folded=n)
+            log.warning("catch-up did not finish in time; continuing live", folded=n, target=target)
         return n
 
     async def run(self) -> None:

@@ -87,6 +87,7 @@ async def serve(settings: Settings, *, task_status: TaskStatus[Ready] = anyio.TA
 
 async def _close(nc: Any) -> None:
     try:
-        await nc.drain()
-    except Exception:  # noqa: BLE001
-        await nc.close()
+        await nc.flush(timeout=1)
+    except Exception:  # noqa: BLE001 - closing anyway
+        pass
+    await nc.close()
