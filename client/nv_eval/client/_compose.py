@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
 from nv_eval.protocol import (
     ConfigError,
     JobSpec,
