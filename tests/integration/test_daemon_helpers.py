@@ -103,6 +103,9 @@ async def wait_for(predicate: Any, timeout: float, interval: float = 0.05) -> An
             await anyio.sleep(interval)
 
 
+ATTEMPT_SEQ_BASE = 1_000_000
+
+
 class FakeAgentIO:
     """Publishes what an agent publishes (events, heartbeats) using the real protocol."""
 
@@ -132,7 +135,8 @@ class FakeAgentIO:
         return out
 
     async def emit(self, ev_type: type, spec: JobSpec, **fields: Any) -> Event:
-        seq = self.seq.get(spec.job_id, 0) + 1
+        # like the real agents: attempt N numbers its events from (N-1) * ATTEMPT_SEQ_BASE
+        seq = max(self.seq.get(spec.job_id, 0), (spec.attempt - 1) * ATTEMPT_SEQ_BASE) + 1
         self.seq[spec.job_id] = seq
         ev = ev_type(
             invocation_id=spec.invocation_id,
