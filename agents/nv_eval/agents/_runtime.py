@@ -13,7 +13,6 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import anyio
 from msgspec import Struct
-
 from nv_eval.protocol import FailureKind, JobSpec, JobState, Results
 
 
@@ -25,6 +24,20 @@ class Outcome(Struct, kw_only=True):
     failure_kind: FailureKind | None = None  # "infrastructure" failures may be retried by policy
     exit_code: int | None = None
     resubmit: bool = False  # the runtime asks the loop to launch the job again (e.g. preempted)
+
+
+class JobFailed(Exception):
+    """Raised by a runtime (usually from ``launch``) to fail the job with a clear one-line message.
+
+    The base loop turns it into a ``failed`` status with ``failure_kind``; anything else a
+    runtime raises becomes an ``infrastructure`` failure carrying the exception text.
+    """
+
+    def __init__(self, message: str, failure_kind: FailureKind | None = "evaluation", exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.failure_kind = failure_kind
+        self.exit_code = exit_code
 
 
 class JobContext(Protocol):

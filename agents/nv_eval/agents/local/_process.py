@@ -1,0 +1,261 @@
+"""The local PROCESS runtime: runs ``nv-eval-harness run ...`` as a detached subprocess.
+
+For users without Docker. The job survives an agent restart: its handle (pid, pgid, start
+time, log offsets) is persisted, ``watch`` tails ``<task_dir>/logs/stdout.log|stderr.log``
+from the saved offsets and learns the exit code from ``<task_dir>/logs/exit_code`` written
+by the wrapper. A ``llamacpp`` deployment is served by ``llama_cpp.server``, one per
+deployment group (see ``_llamacpp``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from nv_eval.protocol import JobSpec, LlamaCppDeployment, LocalExecution, NoDeployment, Results
+
+from .._executor import AgentEnv
+from .._harness import default_harness_command, endpoint_url_for, harness_run_args
+from .._runtime import JobContext, JobFailed, Outcome, Runtime
+from ._llamacpp import LlamaCppDeployments, group_of, server_command
+from ._procutil import LogTail, group_members, is_alive, kill_group, proc_start_time, read_exit_code, spawn_detached
+
+
+def _logs(task_dir: str) -> Path:
+    return Path(task_dir) / "logs"
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _last_stderr_line(task_dir: str) -> str | None:
+    p = _logs(task_dir) / "stderr.log"
+    try:
+        with p.open("rb") as f:
+            f.seek(max(0, _size(p) - 8192))
+            lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
+
+
+class ProcessRuntime(Runtime):
+    """Runs the harness as a local subprocess (``execution.runtime: process``)."""
+
+    name = "process"
+    capabilities = ("process",)
+
+    def __init__(
+        self,
+        env: AgentEnv | None = None,
+        *,
+        harness_cmd: Sequence[str] | None = None,
+        poll_interval: float = 0.2,
+        save_every_s: float = 1.0,
+        linger_s: float = 30.0,
+    ) -> None:
+        self.env = env
+        self.harness_cmd = list(harness_cmd) if harness_cmd else None
+        self.poll_interval = poll_interval
+        self.save_every_s = save_every_s
+        self.deployments = LlamaCppDeployments(env, linger_s=linger_s)
+
+    # ------------------------------------------------------------------ dry-run
+    def command_for(self, job: JobSpec, endpoint_url: str | None = None) -> list[str]:
+        url = endpoint_url or job.endpoint.url or ""
+        dep = job.deployment
+        if isinstance(dep, LlamaCppDeployment):
+            url = endpoint_url_for(f"http://127.0.0.1:{dep.port}/v1", job.endpoint.type)
+        cmd = self.harness_cmd or default_harness_command()
+        return cmd + harness_run_args(job, endpoint_url=url, output_dir=job.task_dir)
+
+    def describe(self, jobs: Sequence[JobSpec]) -> str:
+        import shlex
+
+        out: list[str] = []
+        seen: set[str] = set()
+        for job in jobs:
+            dep = job.deployment
+            if isinstance(dep, LlamaCppDeployment) and group_of(job) not in seen:
+                seen.add(group_of(job))
+                out.append(f"# deployment {group_of(job)} (shared by {len(job.group_jobs) or 1} job(s))")
+                out.append(shlex.join(server_command(job, dep)))
+            elif dep is not None and not isinstance(dep, (NoDeployment, LlamaCppDeployment)):
+                out.append(f"# {job.job_id}: deployment type {dep_type(dep)} needs the docker runtime")
+            out.append(f"# job {job.job_id} ({job.task.name}) -> {job.task_dir}/logs/")
+            out.append(shlex.join(self.command_for(job)))
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------ launch
+    async def launch(self, ctx: JobContext) -> dict[str, Any]:
+        job = ctx.job
+        dep = job.deployment
+        url = job.endpoint.url
+        handle: dict[str, Any] = {"task_dir": job.task_dir}
+        if dep is not None and not isinstance(dep, NoDeployment):
+            if not isinstance(dep, LlamaCppDeployment):
+                raise JobFailed(
+                    f"deployment type {dep_type(dep)} needs the docker runtime (set execution.runtime=docker)"
+                )
+            handle["deployment_group"] = group_of(job)
+            await ctx.save_handle(handle)  # so teardown releases our share even if the launch fails
+            base = await self.deployments.acquire(ctx, dep)
+            url = endpoint_url_for(base, job.endpoint.type)
+        if not url:
+            raise JobFailed("the job has no endpoint URL (set target.api_endpoint.url or a deployment)")
+        logs = _logs(job.task_dir)
+        logs.mkdir(parents=True, exist_ok=True)
+        out, err = logs / "stdout.log", logs / "stderr.log"
+        cmd = self.command_for(job, url)
+        env = dict(os.environ)
+        if isinstance(job.execution, LocalExecution):
+            env.update(job.execution.env)
+        handle.update(stdout_offset=_size(out), stderr_offset=_size(err), endpoint_url=url)
+        try:
+            ids = spawn_detached(cmd, stdout=out, stderr=err, exit_code_file=logs / "exit_code", env=env, cwd=job.task_dir)
+        except OSError as e:
+            raise JobFailed(f"cannot start the harness ({cmd[0]}): {e}", failure_kind="infrastructure") from None
+        handle.update(ids)
+        await ctx.save_handle(handle)
+        await ctx.status("running")
+        return handle
+
+    # ------------------------------------------------------------------ watch
+    async def watch(self, ctx: JobContext, handle: dict[str, Any]) -> Outcome:
+        logs = _logs(handle["task_dir"])
+        out = LogTail(logs / "stdout.log", int(handle.get("stdout_offset", 0)))
+        err = LogTail(logs / "stderr.log", int(handle.get("stderr_offset", 0)))
+        rcf = logs / "exit_code"
+        pid, start = int(handle["pid"]), handle.get("start_time")
+        last_save = anyio.current_time()
+        while True:
+            exited = read_exit_code(rcf) is not None or not is_alive(pid, start)
+            emitted = await self._pump(ctx, out, err, final=exited)
+            if emitted and (exited or anyio.current_time() - last_save >= self.save_every_s):
+                handle.update(stdout_offset=out.offset, stderr_offset=err.offset)
+                await ctx.save_handle(handle)
+                last_save = anyio.current_time()
+            if exited:
+                break
+            await anyio.sleep(self.poll_interval)
+        handle.update(stdout_offset=out.offset, stderr_offset=err.offset)
+        await ctx.save_handle(handle)
+        rc = read_exit_code(rcf)
+        for _ in range(10):  # the wrapper may be writing it right now
+            if rc is not None:
+                break
+            await anyio.sleep(0.05)
+            rc = read_exit_code(rcf)
+        return await self._outcome(ctx, handle, rc)
+
+    async def _pump(self, ctx: JobContext, out: LogTail, err: LogTail, *, final: bool) -> bool:
+        emitted = False
+        plain: list[str] = []
+        for line in out.read(final=final):
+            prog = _progress(line)
+            if prog is None:
+                plain.append(line)
+                continue
+            if plain:
+                await ctx.log(plain, "stdout")
+                plain = []
+            if prog.get("event") == "progress":
+                await ctx.progress(
+                    int(prog.get("done", 0)), int(prog.get("total", 0)), prog.get("rps"), prog.get("eta_s")
+                )
+            emitted = True
+        if plain:
+            await ctx.log(plain, "stdout")
+            emitted = True
+        lines = err.read(final=final)
+        if lines:
+            await ctx.log(lines, "stderr")
+            emitted = True
+        return emitted
+
+    async def _outcome(self, ctx: JobContext, handle: dict[str, Any], rc: int | None) -> Outcome:
+        if ctx.cancelled.is_set():
+            return Outcome(state="killed", exit_code=rc)
+        task_dir = handle["task_dir"]
+        if rc is None:
+            return Outcome(
+                state="failed",
+                message="the harness process disappeared without an exit code (killed from outside?)",
+                failure_kind="infrastructure",
+            )
+        if rc == 0:
+            path = Path(task_dir) / "results.json"
+            try:
+                results = msgspec.json.decode(path.read_bytes(), type=Results)
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+                return Outcome(
+                    state="failed",
+                    message=f"the harness exited 0 but {path} is missing or invalid: {e}",
+                    failure_kind="evaluation",
+                    exit_code=rc,
+                )
+            if not handle.get("result_emitted"):
+                await ctx.result(results)
+                handle["result_emitted"] = True
+                await ctx.save_handle(handle)
+            return Outcome(state="succeeded", exit_code=0)
+        last = _last_stderr_line(task_dir)
+        if rc in (2, 3):
+            return Outcome(state="failed", message=last or f"harness exit code {rc}", failure_kind="evaluation", exit_code=rc)
+        if rc in (137, 143) or rc > 128:
+            return Outcome(
+                state="failed",
+                message=f"the harness was terminated by signal {rc - 128}" + (f": {last}" if last else ""),
+                failure_kind="infrastructure",
+                exit_code=rc,
+            )
+        return Outcome(state="failed", message=last or f"harness exit code {rc}", failure_kind="evaluation", exit_code=rc)
+
+    # ------------------------------------------------------------------ stop / teardown
+    async def stop(self, ctx: JobContext, handle: dict[str, Any]) -> None:
+        if "pgid" not in handle:
+            return
+        pid, pgid = int(handle["pid"]), int(handle["pgid"])
+        st = proc_start_time(pid)
+        if st is not None and handle.get("start_time") not in (None, st):
+            return  # the pid was reused by another process: ours is long gone
+        if not await kill_group(pgid, grace=3.0, timeout=5.0):
+            ctx_log = getattr(ctx, "logger", None)
+            if ctx_log is not None:
+                ctx_log.warning("process group still alive after SIGKILL", pgid=pgid)
+
+    async def teardown(self, ctx: JobContext, handle: dict[str, Any]) -> None:
+        if "pgid" in handle and group_members(int(handle["pgid"])):
+            await self.stop(ctx, handle)
+        group = handle.get("deployment_group")
+        if group:
+            await self.deployments.release(ctx, group, ctx.job.job_id)
+
+    async def recover(self, live_jobs: dict[str, dict[str, Any]]) -> None:
+        await self.deployments.recover(live_jobs)
+
+
+def dep_type(dep: Any) -> str:
+    return str(msgspec.inspect.type_info(type(dep)).tag)  # type: ignore[attr-defined]
+
+
+def _progress(line: str) -> dict[str, Any] | None:
+    s = line.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        return None
+    try:
+        obj = json.loads(s)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and obj.get("event") in ("progress", "done"):
+        return obj
+    return None
