@@ -95,7 +95,7 @@ def run_cli(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except click.UsageError as e:
         cmd = e.ctx.command_path if e.ctx is not None else "nv-eval"
-        _err(f"{cmd}: {e.format_message()}")
+        _err(e.format_message() if cmd == "nv-eval" else f"{cmd}: {e.format_message()}")
         return EXIT_USAGE
     except click.ClickException as e:
         _err(e.format_message())
