@@ -111,3 +111,28 @@ async def test_list_runs_and_tasks(nats_url: str, prefix: str, tmp_path: Path) -
         tasks = await call(nc, prefix, "list_tasks", ListTasksRequest(), ListTasksReply)
         assert isinstance(tasks, ListTasksReply)
         assert {t.name for t in tasks.tasks} == set(load_registry())
+
+
+async def test_http_api(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    import aiohttp
+
+    from tests._support.services import free_port
+
+    port = free_port()
+    async with daemon(nats_url, prefix, tmp_path / "data", http_port=port), connect(nats_url) as nc:
+        rep = await call(nc, prefix, "run", run_request(tmp_path / "out", ["arc_easy"]), RunReply)
+        inv = rep.invocation.invocation_id
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200 and (await r.json())["ok"] is True
+            async with http.get(f"{base}/api/status/{inv[:5]}") as r:
+                assert r.status == 200
+                body = await r.json()
+                assert body["reply"] == "status" and body["invocation"]["invocation_id"] == inv
+            async with http.get(f"{base}/api/status/ffffffff") as r:
+                assert r.status == 404 and (await r.json())["code"] == "not_found"
+            async with http.get(f"{base}/api/runs?limit=x") as r:
+                assert r.status == 400
+            async with http.get(f"{base}/api/runs") as r:
+                assert [i["invocation_id"] for i in (await r.json())["invocations"]] == [inv]
