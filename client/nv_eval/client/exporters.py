@@ -69,7 +69,8 @@ def export_invocation(inv: InvocationRecord, fmt: str, output: str | os.PathLike
         raise NvEvalError(f"--format: got {fmt!r}; expected json or csv", exit_code=2)
     doc, warnings = collect_results(inv)
     if not doc["tasks"]:
-        raise NvEvalError(f"invocation {inv.invocation_id} has no results yet ({'; '.join(warnings) or 'no jobs'})")
+        first = f"; {warnings[0]}" if warnings else ""
+        raise NvEvalError(f"invocation {inv.invocation_id} has no results: 0 of {len(inv.jobs)} job(s) wrote results.json{first}")
     text = to_json(doc) if fmt == "json" else to_csv(doc)
     if output is not None and str(output) == "-":
         return text, warnings
