@@ -18,7 +18,7 @@ from ._loglik import ReplyShapeError, echo_body, logprobs_of
 # first one's most likely next token is end-of-text and no generated token comes back)
 PROBE_PROMPTS = (
     "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is",
-    "Question: What color is the sky on a clear day?\nAnswer: The sky is",
+    "one, two, three, four, five, six, seven, eight, nine, ten. one, two, three, four, five, six, seven, eight,",
 )
 SHIFT_TOLERANCE = 1e-3
 ECHO_REMEDY = (
@@ -99,19 +99,40 @@ def _check_echo(reply: dict[str, Any], prompt: str) -> tuple[list[int], int | No
     return prompt_idx, gen
 
 
+def alignment_votes(lp: dict[str, Any], prompt_idx: list[int]) -> tuple[int, int]:
+    """(aligned, shifted): echoed positions whose top-1 token is the token itself, or the next token.
+
+    On a repetitive prompt a working endpoint's top-1 at position i is mostly token i; an endpoint
+    whose echoed logprobs are shifted by one reports the distribution that predicts token i+1."""
+    tokens, tops = lp["tokens"], lp.get("top_logprobs") or []
+    aligned = shifted = 0
+    for i in prompt_idx[1:-1]:
+        top = tops[i] if i < len(tops) else None
+        if not top:
+            continue
+        best = max(top.items(), key=lambda kv: kv[1])[0]
+        aligned += best == tokens[i]
+        shifted += best == tokens[i + 1]
+    return aligned, shifted
+
+
 async def probe_loglikelihood(engine: Any, model_id: str) -> list[str]:
     """Check echo+logprobs on /completions; returns notes (raises EndpointUnusable)."""
     notes: list[str] = []
     no_generated = 0
+    compared = False
+    aligned = shifted = 0
     for prompt in PROBE_PROMPTS:
         reply = await engine.post("/completions", echo_body(model_id, prompt))
-        _, gen = _check_echo(reply, prompt)
+        idx, gen = _check_echo(reply, prompt)
+        lp = reply["choices"][0]["logprobs"]
+        a, s = alignment_votes(lp, idx)
+        aligned, shifted = aligned + a, shifted + s
         if gen is None:
             no_generated += 1
             continue
-        lp = reply["choices"][0]["logprobs"]
         gen_text, gen_lp = lp["tokens"][gen], lp["token_logprobs"][gen]
-        if gen_lp is None or not gen_text:
+        if compared or gen_lp is None or not gen_text:
             continue
         # the same token, now echoed as the prompt's last token, must carry the same logprob
         prompt2 = prompt + gen_text
@@ -120,21 +141,22 @@ async def probe_loglikelihood(engine: Any, model_id: str) -> list[str]:
         lp2 = reply2["choices"][0]["logprobs"]
         last = idx2[-1]
         if lp2["text_offset"][last] != len(prompt) or lp2["tokens"][last] != gen_text:
-            notes.append(
-                "probe: the generated token re-tokenizes differently when echoed; alignment check skipped for it"
-            )
             continue
         echoed_lp = lp2["token_logprobs"][last]
         if echoed_lp is None or abs(float(echoed_lp) - float(gen_lp)) > SHIFT_TOLERANCE:
+            shown = "none" if echoed_lp is None else f"{float(echoed_lp):.4f}"
             raise EndpointUnusable(
-                f"echoed prompt logprobs are misaligned with their tokens (token {gen_text!r}: generated logprob "
-                f"{float(gen_lp):.4f}, echoed {echoed_lp if echoed_lp is None else round(float(echoed_lp), 4)}); {SHIFT_REMEDY}"
+                f"echoed prompt logprobs do not match generation (token {gen_text!r}: generated logprob "
+                f"{float(gen_lp):.4f}, echoed {shown}); {SHIFT_REMEDY}"
             )
-        break
-    else:
-        notes.append(
-            "probe: no generated token followed the echoed probe prompts; the off-by-one alignment check could not run"
+        compared = True
+    if shifted > aligned:
+        raise EndpointUnusable(
+            f"echoed prompt logprobs are shifted by one token ({shifted} positions predict the next token, "
+            f"{aligned} their own); {SHIFT_REMEDY}"
         )
+    if not compared:
+        notes.append("probe: no generated token to compare with its echo; alignment checked by top-1 votes only")
     if no_generated:
         notes.append(
             "endpoint may reply with no generated token after the echoed prompt; continuations are located by text_offset"
