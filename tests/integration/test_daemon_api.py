@@ -92,6 +92,11 @@ async def test_status_lookup_errors_and_malformed_requests(nats_url: str, prefix
         err = await call(nc, prefix, "run", unplannable, RunReply)
         assert isinstance(err, ApiError) and err.code == "bad_request" and "evaluation.tasks" in err.message
 
+        # malformed heartbeats and events for unknown jobs are logged and dropped
+        await nc.publish(f"{prefix}.agents.x.heartbeat", b"{nope")
+        await nc.jetstream().publish(f"{prefix}.events.ffffffffffffffff.0.status", b'{"kind": "status"}')
+        await nc.flush()
+
         # still answering after all that
         ok = await call(nc, prefix, "status", StatusRequest(id=ids[0]), StatusReply)
         assert isinstance(ok, StatusReply) and len(ok.invocation.jobs) == 11

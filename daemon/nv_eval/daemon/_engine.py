@@ -111,7 +111,8 @@ class Engine:
         await publish_event(self.js, self.subjects, ev, rec.index)
         res = self.store.apply(ev)
         log.info("job state", job_id=rec.job_id, state=state, attempt=att, applied=res.applied, reason=res.reason)
-        return res.job or rec
+        # the fold may have applied our own event first (then ``res`` is a duplicate): read back
+        return self.store.job(rec.job_id) or rec
 
     # ------------------------------------------------------------------ run
 
