@@ -95,6 +95,7 @@ class Engine:
         failure_kind: FailureKind | None = None,
     ) -> JobRecord:
         """Publish a daemon status event for ``rec`` and fold it into the store."""
+        rec = self.store.job(rec.job_id) or rec  # current last_seq/attempt
         att = rec.attempt if attempt is None else attempt
         ev = StatusEvent(
             invocation_id=rec.invocation_id,
