@@ -105,6 +105,7 @@ class AgentJobContext:
         self._pub = publisher
         self._lock = anyio.Lock()
         self.last_state: str | None = None
+        self.publish_shield_s = 30.0
         self.logger = structlog.get_logger("nv_eval.agents.job").bind(job_id=self.job.job_id, agent_id=agent_id)
 
     # ------------------------------------------------------------------ plumbing
@@ -122,7 +123,8 @@ class AgentJobContext:
                 msg_id=event_msg_id(self.job.job_id, seq),
                 **fields,
             )
-            with anyio.CancelScope(shield=True):
+            # shielded so an event is never half-sent, but bounded so a stopping agent is not held
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.publish_shield_s):
                 await self._pub.publish(ev)
 
     # ------------------------------------------------------------------ JobContext API
@@ -183,3 +185,5 @@ class AgentJobContext:
         self.entry.handle = dict(handle)
         self._state.save(self.entry)
 
+    def stage_handle(self, handle: dict[str, Any]) -> None:
+        self.entry.handle = dict(handle)

@@ -136,14 +136,17 @@ class Agent:
                 self.ready.set()
                 task_status.started()
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                try:
-                    await self.executor.aclose()
-                except Exception as e:  # noqa: BLE001
-                    self.log.warning("executor close failed", error=repr(e))
-                try:
-                    await nc.drain()
-                except Exception:  # noqa: BLE001
+            with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(5):
+                    try:
+                        await self.executor.aclose()
+                    except Exception as e:  # noqa: BLE001
+                        self.log.warning("executor close failed", error=repr(e))
+                with anyio.move_on_after(3):
+                    try:  # not drain(): pending pull requests make nats-py's drain hang
+                        await nc.flush(timeout=1)
+                    except Exception:  # noqa: BLE001
+                        pass
                     await nc.close()
                 self.log.info("agent stopped")
 

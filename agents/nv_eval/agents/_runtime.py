@@ -74,6 +74,12 @@ class JobContext(Protocol):
         """Persist what re-attachment needs (container id, pid, slurm job id, log offsets)."""
         ...
 
+    def stage_handle(self, handle: dict[str, Any]) -> None:
+        """Update the handle in memory only; it is persisted atomically with the next event's seq
+        (or the next ``save_handle``). Stage log offsets just before emitting the lines they cover,
+        so a re-attach after a crash neither repeats nor skips those lines."""
+        ...
+
 
 class Runtime(abc.ABC):
     """One environment's way to run jobs (local process, Docker, Slurm, Lepton, ...)."""

@@ -60,13 +60,11 @@ class ProcessRuntime(Runtime):
         *,
         harness_cmd: Sequence[str] | None = None,
         poll_interval: float = 0.2,
-        save_every_s: float = 1.0,
         linger_s: float = 30.0,
     ) -> None:
         self.env = env
         self.harness_cmd = list(harness_cmd) if harness_cmd else None
         self.poll_interval = poll_interval
-        self.save_every_s = save_every_s
         self.deployments = LlamaCppDeployments(env, linger_s=linger_s)
 
     # ------------------------------------------------------------------ dry-run
@@ -136,14 +134,9 @@ class ProcessRuntime(Runtime):
         err = LogTail(logs / "stderr.log", int(handle.get("stderr_offset", 0)))
         rcf = logs / "exit_code"
         pid, start = int(handle["pid"]), handle.get("start_time")
-        last_save = anyio.current_time()
         while True:
             exited = read_exit_code(rcf) is not None or not is_alive(pid, start)
-            emitted = await self._pump(ctx, out, err, final=exited)
-            if emitted and (exited or anyio.current_time() - last_save >= self.save_every_s):
-                handle.update(stdout_offset=out.offset, stderr_offset=err.offset)
-                await ctx.save_handle(handle)
-                last_save = anyio.current_time()
+            await self._pump(ctx, handle, out, err, final=exited)
             if exited:
                 break
             await anyio.sleep(self.poll_interval)
@@ -157,30 +150,38 @@ class ProcessRuntime(Runtime):
             rc = read_exit_code(rcf)
         return await self._outcome(ctx, handle, rc)
 
-    async def _pump(self, ctx: JobContext, out: LogTail, err: LogTail, *, final: bool) -> bool:
-        emitted = False
+    async def _pump(self, ctx: JobContext, handle: dict[str, Any], out: LogTail, err: LogTail, *, final: bool) -> None:
+        """Emit new output. Each event is preceded by staging the log offsets just past its lines,
+        so they are persisted together with the event's seq: a re-attach never repeats a line."""
         plain: list[str] = []
-        for line in out.read(final=final):
+        plain_end = 0
+
+        async def flush_plain() -> None:
+            if plain:
+                handle["stdout_offset"] = plain_end
+                ctx.stage_handle(handle)
+                await ctx.log(list(plain), "stdout")
+                plain.clear()
+
+        for line, end in out.read(final=final):
             prog = _progress(line)
             if prog is None:
                 plain.append(line)
+                plain_end = end
                 continue
-            if plain:
-                await ctx.log(plain, "stdout")
-                plain = []
+            await flush_plain()
+            handle["stdout_offset"] = end
+            ctx.stage_handle(handle)
             if prog.get("event") == "progress":
                 await ctx.progress(
                     int(prog.get("done", 0)), int(prog.get("total", 0)), prog.get("rps"), prog.get("eta_s")
                 )
-            emitted = True
-        if plain:
-            await ctx.log(plain, "stdout")
-            emitted = True
+        await flush_plain()
         lines = err.read(final=final)
         if lines:
-            await ctx.log(lines, "stderr")
-            emitted = True
-        return emitted
+            handle["stderr_offset"] = lines[-1][1]
+            ctx.stage_handle(handle)
+            await ctx.log([ln for ln, _ in lines], "stderr")
 
     async def _outcome(self, ctx: JobContext, handle: dict[str, Any], rc: int | None) -> Outcome:
         if ctx.cancelled.is_set():

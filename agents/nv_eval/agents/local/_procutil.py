@@ -144,7 +144,8 @@ class LogTail:
         self.path = path
         self.offset = offset
 
-    def read(self, final: bool = False, max_bytes: int = 1 << 20) -> list[str]:
+    def read(self, final: bool = False, max_bytes: int = 1 << 20) -> list[tuple[str, int]]:
+        """New complete lines (all remaining bytes when ``final``) as ``(line, offset after it)``."""
         try:
             with self.path.open("rb") as f:
                 f.seek(self.offset)
@@ -160,5 +161,12 @@ class LogTail:
                     return []
                 cut = len(data) - 1  # one huge line: emit it in pieces
             data = data[: cut + 1]
+        out: list[tuple[str, int]] = []
+        pos = self.offset
+        for raw in data.split(b"\n"):
+            if pos - self.offset >= len(data):
+                break
+            pos += len(raw) + 1
+            out.append((raw.rstrip(b"\r").decode("utf-8", "replace"), min(pos, self.offset + len(data))))
         self.offset += len(data)
-        return data.decode("utf-8", "replace").splitlines()
+        return out
