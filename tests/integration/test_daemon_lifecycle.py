@@ -165,3 +165,20 @@ async def _kv_entry(kv, key: str):  # type: ignore[no-untyped-def]
         return await kv.get(key)
     except nats.js.errors.KeyNotFoundError:
         return None
+
+
+async def test_job_lost_when_its_live_agent_stops_reporting_it(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    async with daemon(nats_url, prefix, tmp_path / "data", heartbeat_timeout=1.0), connect(nats_url) as nc:
+        rep = await call(nc, prefix, "run", run_request(tmp_path / "out", ["arc_easy"], max_redispatch=0), RunReply)
+        inv = rep.invocation.invocation_id
+        agent = FakeAgentIO(nc, prefix, "agent-amnesia")
+        (spec,) = await agent.take_jobs(1)
+        await agent.status(spec, "running")
+        # the agent keeps beating but (e.g. after losing its local state) no longer lists the job
+        with anyio.fail_after(10):
+            while await _states(nc, prefix, inv) != ["failed"]:
+                await agent.heartbeat([])
+                await anyio.sleep(0.2)
+        job = (await call(nc, prefix, "status", StatusRequest(id=inv), StatusReply)).invocation.jobs[0]
+        assert job.failure_kind == "infrastructure"
+        assert "alive but has not reported the job" in (job.message or "")

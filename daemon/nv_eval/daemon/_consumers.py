@@ -113,8 +113,8 @@ class EventFold:
             seq = None
         res = self.engine.store.apply(ev, stream_seq=seq, now=time.time())
         self.folded += 1
-        if ev.source != "daemon" and res.job is not None:
-            self.engine.tracker.saw_job(ev.job_id)
+        if ev.source != "daemon":
+            self.engine.tracker.saw_job(ev.source, ev.job_id)
         if not res.applied and res.reason not in ("", "log events are not stored"):
             log.debug("event not applied", msg_id=ev.msg_id, reason=res.reason)
         # an agent started a job the daemon had already killed (it raced the cancel key): cancel it there

@@ -277,18 +277,18 @@ class Engine:
     async def check_lost(self) -> list[str]:
         """Mark jobs of silent agents lost, then re-dispatch or fail them; also finish half-done ones."""
         touched: list[str] = []
+        self.tracker.prune(max(600.0, 10 * self.tracker.timeout))
         async with self.lock:
             for rec in self.store.jobs_in_states(["dispatched", "deploying", "running"]):
                 if not rec.agent_id or not self.tracker.is_lost(rec.agent_id, rec.job_id):
                     continue
                 silent = self.tracker.silent_for(rec.agent_id, rec.job_id)
-                log.warning("agent lost", agent_id=rec.agent_id, job_id=rec.job_id, silent_s=round(silent, 1))
-                await self.emit(
-                    rec,
-                    "lost",
-                    message=f"agent {rec.agent_id} silent for {silent:.0f}s",
-                    failure_kind="infrastructure",
-                )
+                if self.tracker.agent_silent_for(rec.agent_id) > self.tracker.timeout:
+                    why = f"agent {rec.agent_id} silent for {silent:.0f}s"
+                else:
+                    why = f"agent {rec.agent_id} is alive but has not reported the job for {silent:.0f}s"
+                log.warning("job lost", agent_id=rec.agent_id, job_id=rec.job_id, reason=why)
+                await self.emit(rec, "lost", message=why, failure_kind="infrastructure")
             for rec in self.store.jobs_in_states(["lost"]):
                 touched.append(rec.job_id)
                 await self._after_lost(rec)
