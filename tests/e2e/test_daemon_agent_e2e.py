@@ -146,3 +146,33 @@ async def test_daemon_sigkill_mid_invocation_with_real_agent(nats_url: str, pref
                     p.wait(10)
                 except Exception:  # noqa: BLE001
                     sigkill(p)
+
+
+async def test_real_agent_heartbeats_keep_quiet_jobs_alive(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    """Events 1.5 s apart with a 1 s timeout: only the agent's heartbeats (listing the job) keep it owned."""
+    dlog = tmp_path / "daemon.log"
+    daemon = start_daemon_process(nats_url, prefix, tmp_path / "daemon", dlog, "--heartbeat-timeout", "1")
+    agent = start_agent_process(nats_url, prefix, tmp_path / "agent", agent_id="agent-quiet")
+    try:
+        async with connect(nats_url) as nc:
+            await _wait_ready(nc, prefix, daemon, dlog)
+            rep = await call(nc, prefix, "run", _request(tmp_path / "out", ["arc_easy"], 3, 1.5), RunReply)
+            inv = rep.invocation.invocation_id
+
+            async def finished() -> StatusReply | None:
+                st = await _status(nc, prefix, inv)
+                return st if st.invocation.state not in ("pending", "running") else None
+
+            st = await wait_for(finished, 30)
+            (job,) = st.invocation.jobs
+            assert (job.state, job.attempt, job.agent_id) == ("succeeded", 1, "agent-quiet"), job
+            hist = await event_history(nc, prefix, inv)
+            assert not [ev for ev, _ in hist if isinstance(ev, StatusEvent) and ev.state == "lost"]
+    finally:
+        for p in (agent, daemon):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except Exception:  # noqa: BLE001
+                    sigkill(p)
