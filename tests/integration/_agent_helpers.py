@@ -60,6 +60,7 @@ def make_job(
     model_id: str = "stand-in-model",
     task: str = "hellaswag",
     params: TaskParams | None = None,
+    api_key_name: str | None = "STANDIN_KEY",
     **kw: Any,
 ) -> JobSpec:
     inv = invocation_id or new_invocation_id()
@@ -71,7 +72,7 @@ def make_job(
         index=index,
         task=TaskEntry(name=task),
         params=params or TaskParams(extra=extra or {}),
-        endpoint=EndpointSpec(url=endpoint_url, model_id=model_id, type="completions", api_key_name="STANDIN_KEY"),
+        endpoint=EndpointSpec(url=endpoint_url, model_id=model_id, type="completions", api_key_name=api_key_name),
         execution=kw.pop("execution", LocalExecution(runtime="process", output_dir=str(tmp))),
         invocation_dir=str(tmp / inv),
         task_dir=str(task_dir),

