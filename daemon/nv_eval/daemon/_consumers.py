@@ -54,7 +54,7 @@ class EventFold:
             durable_name=FOLD_DURABLE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if last else DeliverPolicy.ALL,
             opt_start_seq=last + 1 if last else None,
-            ack_policy=AckPolicy.EXPLICIT,
+            ack_policy=AckPolicy.ALL,
             ack_wait=30,
             max_ack_pending=20_000,
             filter_subject=subj.events_all(),
@@ -68,12 +68,18 @@ class EventFold:
             msgs = await self.psub.fetch(FETCH_BATCH, timeout=timeout)
         except (nats.errors.TimeoutError, TimeoutError):
             return 0
-        for msg in msgs:
-            self._handle(msg)
-            try:
-                await msg.ack()
-            except Exception as e:  # noqa: BLE001 - a lost ack means a redelivery, which the fold skips
-                log.warning("ack failed", error=str(e))
+        if not msgs:
+            return 0
+        with self.engine.store.batch():  # one commit per batch; no await inside
+            for msg in msgs:
+                try:
+                    self._handle(msg)
+                except Exception:  # noqa: BLE001 - one bad event must not stall or roll back the rest
+                    log.exception("event not folded", subject=getattr(msg, "subject", "?"))
+        try:
+            await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch, after the commit
+        except Exception as e:  # noqa: BLE001 - a lost ack means a redelivery, which the fold skips
+            log.warning("ack failed", error=str(e))
         return len(msgs)
 
     async def catch_up(self, limit_s: float = 120.0) -> int:

@@ -114,6 +114,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._depth = 0
 
     def close(self) -> None:
         self._db.close()
@@ -277,18 +278,28 @@ class Store:
         return int(self._meta("last_stream_seq") or 0)
 
     def _tx(self) -> _Tx:
-        return _Tx(self._db)
+        return _Tx(self)
+
+    def batch(self) -> _Tx:
+        """One transaction around many :meth:`apply` calls (nested transactions join it)."""
+        return _Tx(self)
 
 
 class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on error); nested uses join the outer transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        if self._store._depth == 0:
+            self._store._db.execute("BEGIN IMMEDIATE")
+        self._store._depth += 1
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        self._store._depth -= 1
+        if self._store._depth == 0:
+            self._store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def _ambiguous(text: str, candidates: list[str]) -> str:
