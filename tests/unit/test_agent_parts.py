@@ -115,8 +115,9 @@ async def test_spawned_job_survives_as_its_own_group_and_kill_group_is_prompt(tm
     assert ids["pid"] == ids["pgid"] and is_alive(ids["pid"], ids["start_time"])
     assert not is_alive(ids["pid"], ids["start_time"] + 1)  # pid reuse guard
     with anyio.fail_after(5):
-        while len(group_members(ids["pgid"])) < 2:  # the wrapper and the command
+        while not (tmp_path / "o.log").read_text():
             await anyio.sleep(0.05)
+    assert len(group_members(ids["pgid"])) == 2  # the wrapper and the command
     t0 = time.monotonic()
     assert await kill_group(ids["pgid"], grace=3.0, timeout=5.0)
     assert time.monotonic() - t0 < 5
