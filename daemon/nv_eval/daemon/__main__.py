@@ -23,12 +23,15 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--data-dir", required=True, type=Path, help="where the SQLite state lives")
     p.add_argument("--heartbeat-timeout", type=float, default=30.0, help="seconds before a silent agent is lost")
     p.add_argument("--http-port", type=int, default=0, help="HTTP API port on 127.0.0.1 (0: off)")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="give up reaching NATS after this (s)")
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     if not a.nats_url:
         p.error("--nats-url is required (or set NV_EVAL_NATS_URL)")
     if a.heartbeat_timeout <= 0:
         p.error("--heartbeat-timeout: expected a number > 0")
+    if a.connect_timeout <= 0:
+        p.error("--connect-timeout: expected a number > 0")
     if not (0 <= a.http_port <= 65535):
         p.error("--http-port: expected 0..65535")
     configure_logging(a.log_level)
@@ -38,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         data_dir=a.data_dir,
         heartbeat_timeout=a.heartbeat_timeout,
         http_port=a.http_port,
+        connect_timeout=a.connect_timeout,
     )
 
 
@@ -61,10 +65,25 @@ def main(argv: list[str] | None = None) -> int:
         anyio.run(_main, settings)
     except KeyboardInterrupt:
         pass
-    except OSError as e:
-        print(f"nv-eval daemon: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - one line for what we expect, traceback for the rest
+        expected = _expected(e)
+        if expected is None:
+            raise
+        print(f"nv-eval daemon: {expected}", file=sys.stderr)
         return 1
     return 0
+
+
+def _expected(e: BaseException) -> BaseException | None:
+    """The OSError (NATS unreachable, data dir unwritable, port in use) inside ``e``, if any."""
+    if isinstance(e, OSError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for sub in e.exceptions:
+            found = _expected(sub)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

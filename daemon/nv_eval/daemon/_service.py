@@ -37,13 +37,23 @@ async def serve(settings: Settings, *, task_status: TaskStatus[Ready] = anyio.TA
     t0 = time.monotonic()
     subjects = Subjects(settings.prefix)
     store = Store(settings.db_path)
-    nc = await nats.connect(
-        settings.nats_url,
-        name=f"nv-eval-daemon[{settings.prefix}]",
-        connect_timeout=settings.connect_timeout,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-    )
+    try:
+        with anyio.fail_after(settings.connect_timeout):
+            nc = await nats.connect(
+                settings.nats_url,
+                name=f"nv-eval-daemon[{settings.prefix}]",
+                connect_timeout=min(2.0, settings.connect_timeout),
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=_on_error,
+                disconnected_cb=_on_disconnect,
+                reconnected_cb=_on_reconnect,
+            )
+    except TimeoutError:
+        store.close()
+        raise ConnectionError(
+            f"cannot reach NATS at {settings.nats_url} within {settings.connect_timeout:.0f}s"
+        ) from None
     try:
         js = nc.jetstream(timeout=10)
         kv = await ensure_resources(js, subjects)
@@ -83,6 +93,18 @@ async def serve(settings: Settings, *, task_status: TaskStatus[Ready] = anyio.TA
             await _close(nc)
         store.close()
         log.info("daemon stopped", prefix=settings.prefix)
+
+
+async def _on_error(e: Exception) -> None:
+    log.warning("nats error", error=f"{type(e).__name__}: {e}")
+
+
+async def _on_disconnect() -> None:
+    log.warning("nats disconnected")
+
+
+async def _on_reconnect() -> None:
+    log.info("nats reconnected")
 
 
 async def _close(nc: Any) -> None:
