@@ -72,7 +72,11 @@ def test_missing_split(tmp_path: Path) -> None:
 
 def test_bad_task_file(tmp_path: Path) -> None:
     f = tmp_path / "t.jsonl"
-    f.write_text(json.dumps({"question": "q?", "choices": ["a", "b"], "answer": 0}) + "\n" + '{"question": "x", "choices": ["only"], "answer": 0}\n')
+    f.write_text(
+        json.dumps({"question": "q?", "choices": ["a", "b"], "answer": 0})
+        + "\n"
+        + '{"question": "x", "choices": ["only"], "answer": 0}\n'
+    )
     one_line_exit2(run(tmp_path, "--task-file", str(f), task="mine"), "line 2", "choices")
     f.write_text('{"question": "q?", "choices": ["a", "b"], "answer": 5}\n')
     one_line_exit2(run(tmp_path, "--task-file", str(f), task="mine"), "answer")

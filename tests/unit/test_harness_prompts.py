@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from nv_eval.harness import extract_letter, hellaswag_doc, hellaswag_preprocess, load_task
 from nv_eval.harness._prompts import (
     GSM8K_FLEXIBLE,
@@ -52,7 +51,10 @@ def test_arc_fewshot_uses_lm_eval_sampler_sequence() -> None:
 
 
 def test_hellaswag_preprocessing() -> None:
-    assert hellaswag_preprocess(" How to cook [title] Boil water. [step] Add  salt. ") == "How to cook. Boil water. Add salt."
+    assert (
+        hellaswag_preprocess(" How to cook [title] Boil water. [step] Add  salt. ")
+        == "How to cook. Boil water. Add salt."
+    )
     doc = hellaswag_doc(
         {"activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.", "ctx_b": "he",
          "endings": ["is using wrap.", "starts pulling up roofing on a roof."], "label": "1"}
