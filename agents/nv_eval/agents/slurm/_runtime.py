@@ -1,0 +1,347 @@
+"""The Slurm runtime: submit a job's sbatch script, follow it, resubmit by policy, kill it.
+
+The handle (persisted by the loop, JSON) holds the Slurm job id, the task dir on the
+cluster, the resubmit count and the byte offsets of every tailed file, so a restarted
+agent's ``watch`` continues exactly where the last one stopped, without resubmitting.
+States come from the shared batched :class:`~._poller.Poller`; a poll that fails (SSH
+down) changes nothing, and only an outage longer than ``max_outage`` fails the job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from nv_eval.protocol import JobSpec, Results, SlurmExecution
+
+from .._runtime import JobContext, JobFailed, Outcome, Runtime
+from ._conn import Conn, ConnError, with_secrets
+from ._poller import Poller, category
+from ._script import Paths, ScriptError, check_script, remote_task_dir, render_script, secret_names
+
+log = structlog.get_logger("nv_eval.agents.slurm")
+
+
+def _lines(data: bytes, final: bool) -> tuple[list[str], int]:
+    """Complete lines in ``data`` (all of it when ``final``) and the bytes they use."""
+    if not data:
+        return [], 0
+    end = len(data) if final else data.rfind(b"\n") + 1
+    if end <= 0:
+        return [], 0
+    text = data[:end].decode("utf-8", "replace")
+    return [ln for ln in text.splitlines()], end
+
+
+def _json_event(line: str) -> dict[str, Any] | None:
+    s = line.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        return None
+    try:
+        obj = json.loads(s)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and obj.get("event") in ("progress", "done") else None
+
+
+class SlurmRuntime(Runtime):
+    """Runs one job as one sbatch job on a cluster reached through ``conn``."""
+
+    name = "slurm"
+    capabilities = ("slurm",)
+
+    def __init__(self, conn: Conn, *, poll_interval: float = 5.0, max_outage: float = 1800.0) -> None:
+        self.conn = conn
+        self.poller = Poller(conn, poll_interval)
+        self.max_outage = max_outage
+
+    # ------------------------------------------------------------------ dry-run
+    def describe(self, jobs: Sequence[JobSpec]) -> str:
+        out: list[str] = []
+        where = "over ssh" if self.conn.remote else "on this login node"
+        for job in jobs:
+            paths = Paths(remote_task_dir(job))
+            out.append(f"# job {job.job_id} ({job.task.name}): sbatch --parsable {paths.script}  ({where})")
+            try:
+                out.append(render_script(job, paths.task_dir))
+            except ScriptError as e:
+                out.append(f"# error: {e}")
+        return "\n".join(out)
+
+    # ------------------------------------------------------------------ submit
+    def _secrets(self, job: JobSpec) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for n in secret_names(job):
+            v = os.environ.get(n)
+            if v is None:
+                raise JobFailed(f"secret env var {n} is not set in the agent's environment", failure_kind="evaluation")
+            if "\0" in v:
+                raise JobFailed(f"secret env var {n} holds a NUL byte", failure_kind="evaluation")
+            values[n] = v
+        return values
+
+    async def _submit(self, job: JobSpec, paths: Paths) -> str:
+        argv = ["sbatch", "--parsable", paths.script]
+        stdin = b""
+        if self.conn.remote:  # the SSH session does not carry the agent's env: values go on stdin
+            argv, stdin = with_secrets(argv, self._secrets(job))
+        else:
+            self._secrets(job)  # fail early when a secret is missing; sbatch inherits the env
+        try:
+            r = await self.conn.run(argv, stdin=stdin, timeout=60)
+        except ConnError as e:
+            raise JobFailed(f"cannot submit: {e}", failure_kind="infrastructure") from None
+        if r.rc != 0:
+            raise JobFailed(f"sbatch refused the job: {r.stderr.strip()[:300]}", failure_kind="evaluation")
+        sid = r.stdout.strip().split(";", 1)[0]
+        if not sid.isdigit():
+            raise JobFailed(f"unexpected sbatch output {r.stdout.strip()[:100]!r}", failure_kind="infrastructure")
+        self.poller.wake()
+        return sid
+
+    async def launch(self, ctx: JobContext) -> dict[str, Any]:
+        job = ctx.job
+        if not isinstance(job.execution, SlurmExecution):
+            raise JobFailed(f"job {job.job_id} is not a slurm job")
+        paths = Paths(remote_task_dir(job))
+        try:
+            script = render_script(job, paths.task_dir)
+            check_script(script)
+        except ScriptError as e:
+            raise JobFailed(str(e), failure_kind="evaluation") from None
+        try:
+            await self.conn.mkdir(paths.logs)
+            await self.conn.write(paths.script, script.encode(), 0o700)
+        except ConnError as e:
+            raise JobFailed(f"cannot write the job script: {e}", failure_kind="infrastructure") from None
+        sid = await self._submit(job, paths)
+        handle: dict[str, Any] = {
+            "task_dir": paths.task_dir,
+            "slurm_job_id": sid,
+            "slurm_job_ids": [sid],
+            "resubmits": 0,
+            "offsets": {},
+            "submitted_at": time.time(),
+        }
+        await ctx.save_handle(handle)
+        await ctx.log([f"submitted Slurm job {sid} ({paths.script})"], "agent")
+        await ctx.status("deploying", message=f"Slurm job {sid} queued")
+        return handle
+
+    # ------------------------------------------------------------------ tailing
+    async def _read_new(self, handle: dict[str, Any], path: str, final: bool) -> list[str]:
+        offs: dict[str, int] = handle.setdefault("offsets", {})
+        off = int(offs.get(path, 0))
+        data = await self.conn.read(path, off)
+        if data is None:
+            return []
+        lines, used = _lines(data, final)
+        if used:
+            offs[path] = off + used
+        return lines
+
+    async def _pump(self, ctx: JobContext, handle: dict[str, Any], *, final: bool = False) -> None:
+        paths = Paths(handle["task_dir"])
+        sid = handle["slurm_job_id"]
+        emitted = False
+        plain = [ln for ln in await self._read_new(handle, paths.stdout, final) if _json_event(ln) is None]
+        if plain:
+            await ctx.log(plain, "stdout")
+            emitted = True
+        err = await self._read_new(handle, paths.stderr, final)
+        if err:
+            await ctx.log(err, "stderr")
+            emitted = True
+        sl = await self._read_new(handle, paths.slurm_out_for(sid), final)
+        if sl:
+            await ctx.log([f"[slurm {sid}] {ln}" for ln in sl], "agent")
+            emitted = True
+        last: dict[str, Any] | None = None
+        for ln in await self._read_new(handle, paths.progress, final):
+            ev = _json_event(ln)
+            if ev is not None and ev.get("event") == "progress":
+                last = ev
+        if last is not None:
+            await ctx.progress(int(last.get("done", 0)), int(last.get("total", 0)), last.get("rps"), last.get("eta_s"))
+            emitted = True
+        if emitted:
+            await ctx.save_handle(handle)
+
+    async def _safe_pump(self, ctx: JobContext, handle: dict[str, Any], *, final: bool = False) -> None:
+        try:
+            await self._pump(ctx, handle, final=final)
+        except ConnError as e:
+            log.warning("log tail failed (will retry)", job_id=ctx.job.job_id, error=str(e))
+        except Exception as e:  # noqa: BLE001 - an SFTP error on a log file never fails the job
+            log.warning("log tail error (will retry)", job_id=ctx.job.job_id, error=repr(e))
+
+    # ------------------------------------------------------------------ watch
+    async def watch(self, ctx: JobContext, handle: dict[str, Any]) -> Outcome:
+        sid = str(handle["slurm_job_id"])
+        self.poller.add(sid)
+        try:
+            return await self._watch(ctx, handle)
+        finally:
+            self.poller.remove(str(handle["slurm_job_id"]))
+
+    async def _watch(self, ctx: JobContext, handle: dict[str, Any]) -> Outcome:
+        unseen_since = time.monotonic()
+        last_reason = ""
+        while True:
+            sid = str(handle["slurm_job_id"])
+            await self.poller.wait_next()
+            await self._safe_pump(ctx, handle)
+            if time.monotonic() - self.poller.last_ok > self.max_outage:
+                return Outcome(
+                    state="failed",
+                    message=f"cluster unreachable for {self.max_outage:.0f}s: {self.poller.last_error}",
+                    failure_kind="infrastructure",
+                )
+            info = self.poller.info.get(sid)
+            if info is None:
+                if self.poller.last_error is None and time.monotonic() - unseen_since > 300:
+                    return Outcome(
+                        state="failed",
+                        message=f"Slurm job {sid} is neither in squeue nor in sacct",
+                        failure_kind="infrastructure",
+                    )
+                continue
+            unseen_since = time.monotonic()
+            cat = category(info.state)
+            if cat == "queued":
+                if info.reason and info.reason not in ("None", last_reason):
+                    last_reason = info.reason
+                    await ctx.log([f"Slurm job {sid} {info.state}: {info.reason}"], "agent")
+                continue
+            if cat == "running" or cat is None:
+                if cat is None:
+                    log.warning("unknown Slurm state, treated as running", state=info.state, slurm_job_id=sid)
+                if handle.get("running_for") != sid:
+                    handle["running_for"] = sid
+                    await ctx.save_handle(handle)
+                    await ctx.status("running", message=f"Slurm job {sid} running")
+                continue
+            # the job left the queue
+            await self._safe_pump(ctx, handle, final=True)
+            if cat == "resubmit" and not ctx.cancelled.is_set():
+                ex = ctx.job.execution
+                limit = ex.max_resubmits if isinstance(ex, SlurmExecution) else 0
+                n = int(handle.get("resubmits", 0))
+                if n >= limit:
+                    return Outcome(
+                        state="failed",
+                        message=f"Slurm job {sid} ended {info.state}; gave up after {n} resubmit(s)",
+                        failure_kind="infrastructure",
+                    )
+                new = await self._submit(ctx.job, Paths(handle["task_dir"]))
+                handle["resubmits"] = n + 1
+                handle["slurm_job_id"] = new
+                handle.setdefault("slurm_job_ids", []).append(new)
+                self.poller.remove(sid)
+                self.poller.add(new)
+                await ctx.save_handle(handle)
+                await ctx.log([f"Slurm job {sid} ended {info.state}; resubmitted as {new} ({n + 1}/{limit})"], "agent")
+                await ctx.status("deploying", message=f"{info.state}: resubmitted as Slurm job {new} ({n + 1}/{limit})")
+                last_reason = ""
+                continue
+            return await self._outcome(ctx, handle, sid, info.state, info.exit_code)
+
+    async def _exit_code(self, handle: dict[str, Any], sid: str) -> int | None:
+        try:
+            data = await self.conn.read(Paths(handle["task_dir"]).exit_code_for(sid))
+        except ConnError:
+            return None
+        try:
+            return int(data.strip()) if data else None
+        except ValueError:
+            return None
+
+    async def _last_stderr(self, handle: dict[str, Any]) -> str | None:
+        path = Paths(handle["task_dir"]).stderr
+        off = max(0, int(handle.get("offsets", {}).get(path, 0)) - 4096)
+        try:
+            data = await self.conn.read(path, off, 8192)
+        except ConnError:
+            return None
+        lines = [ln for ln in (data or b"").decode("utf-8", "replace").splitlines() if ln.strip()]
+        return lines[-1] if lines else None
+
+    async def _outcome(self, ctx: JobContext, handle: dict[str, Any], sid: str, state: str, rc: int | None) -> Outcome:
+        cat = category(state)
+        rc_file = await self._exit_code(handle, sid)
+        rc = rc_file if rc_file is not None else rc
+        if ctx.cancelled.is_set() or cat == "cancelled":
+            msg = None if ctx.cancelled.is_set() else f"Slurm job {sid} was cancelled outside nv-eval"
+            return Outcome(state="killed", message=msg, exit_code=rc)
+        if cat == "oom":
+            return Outcome(
+                state="failed",
+                message=f"Slurm job {sid} ran out of memory (raise execution.mem)",
+                failure_kind="infrastructure",
+                exit_code=rc,
+            )
+        if cat == "resubmit":
+            return Outcome(state="failed", message=f"Slurm job {sid} ended {state}", failure_kind="infrastructure")
+        if cat == "succeeded" and rc in (0, None):
+            path = Paths(handle["task_dir"]).results
+            try:
+                data = await self.conn.read(path, 0, 64 << 20)
+                if data is None:
+                    raise FileNotFoundError(path)
+                results = msgspec.json.decode(data, type=Results)
+            except (ConnError, OSError, msgspec.DecodeError, msgspec.ValidationError) as e:
+                return Outcome(
+                    state="failed",
+                    message=f"Slurm job {sid} completed but {path} is missing or invalid: {e}",
+                    failure_kind="evaluation",
+                    exit_code=rc,
+                )
+            if not handle.get("result_emitted"):
+                await ctx.result(results)
+                handle["result_emitted"] = True
+                await ctx.save_handle(handle)
+            return Outcome(state="succeeded", exit_code=0)
+        last = await self._last_stderr(handle)
+        if rc is not None and rc > 128:
+            return Outcome(
+                state="failed",
+                message=f"the harness was terminated by signal {rc - 128}" + (f": {last}" if last else ""),
+                failure_kind="infrastructure",
+                exit_code=rc,
+            )
+        return Outcome(
+            state="failed",
+            message=last or f"Slurm job {sid} ended {state} (exit code {rc})",
+            failure_kind="evaluation",
+            exit_code=rc,
+        )
+
+    # ------------------------------------------------------------------ stop / teardown
+    async def stop(self, ctx: JobContext, handle: dict[str, Any], timeout: float = 8.0) -> None:
+        """``scancel`` and verify the job left the queue (scancel exits 0 for unknown ids)."""
+        sid = handle.get("slurm_job_id")
+        if not sid:
+            return
+        deadline = anyio.current_time() + timeout
+        await self.conn.run(["scancel", str(sid)], timeout=timeout)
+        while anyio.current_time() < deadline:
+            r = await self.conn.run(["squeue", "-h", "-j", str(sid), "-o", "%T"], timeout=timeout)
+            st = r.stdout.strip()
+            if (r.rc != 0 and "Invalid job id" in r.stderr) or (r.rc == 0 and st in ("", "CANCELLED")):
+                self.poller.wake()
+                return
+            await anyio.sleep(0.2)
+        self.poller.wake()
+        raise JobFailed(f"Slurm job {sid} still in the queue {timeout:.0f}s after scancel", failure_kind="infrastructure")
+
+    async def teardown(self, ctx: JobContext, handle: dict[str, Any]) -> None:
+        """Nothing to remove: the job's files stay in its task dir on the cluster."""
+
+    async def aclose(self) -> None:
+        await self.conn.aclose()
