@@ -104,6 +104,7 @@ class Agent:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._pub: EventPublisher | None = None
+        self._cancel_kv: Any = None
 
     # ------------------------------------------------------------------ public
     def running_jobs(self) -> list[str]:
@@ -305,8 +306,9 @@ class Agent:
         assert self._js is not None
         try:
             with anyio.fail_after(5):
-                kv = await self._js.key_value(self.subjects.cancel_bucket)
-                await kv.get(job_id)
+                if self._cancel_kv is None:
+                    self._cancel_kv = await self._js.key_value(self.subjects.cancel_bucket)
+                await self._cancel_kv.get(job_id)
             return True
         except (BucketNotFoundError, KeyNotFoundError, KeyDeletedError, NotFoundError):
             return False
