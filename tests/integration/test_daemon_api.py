@@ -141,3 +141,17 @@ async def test_http_api(nats_url: str, prefix: str, tmp_path: Path) -> None:
                 assert r.status == 400
             async with http.get(f"{base}/api/runs") as r:
                 assert [i["invocation_id"] for i in (await r.json())["invocations"]] == [inv]
+
+
+async def test_second_daemon_on_the_same_prefix_refuses(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    import sys
+
+    import anyio
+
+    cmd = [sys.executable, "-m", "nv_eval.daemon", "--nats-url", nats_url, "--prefix", prefix]
+    async with daemon(nats_url, prefix, tmp_path / "data"):
+        with anyio.fail_after(30):
+            r = await anyio.run_process([*cmd, "--data-dir", str(tmp_path / "d2")], check=False)
+        assert r.returncode == 1
+        last = r.stderr.decode().strip().splitlines()[-1]
+        assert last == f"nv-eval daemon: another daemon already serves prefix {prefix!r} on this bus"

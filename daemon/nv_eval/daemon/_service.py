@@ -55,6 +55,7 @@ async def serve(settings: Settings, *, task_status: TaskStatus[Ready] = anyio.TA
             f"cannot reach NATS at {settings.nats_url} within {settings.connect_timeout:.0f}s"
         ) from None
     try:
+        await _refuse_if_served(nc, subjects)
         js = nc.jetstream(timeout=10)
         kv = await ensure_resources(js, subjects)
         tracker = AgentTracker(timeout=settings.heartbeat_timeout)
@@ -93,6 +94,20 @@ async def serve(settings: Settings, *, task_status: TaskStatus[Ready] = anyio.TA
             await _close(nc)
         store.close()
         log.info("daemon stopped", prefix=settings.prefix)
+
+
+class AlreadyServed(OSError):
+    """Another daemon already answers on this prefix (two would dispatch every job twice)."""
+
+
+async def _refuse_if_served(nc: Any, subjects: Subjects) -> None:
+    import nats.errors
+
+    try:
+        await nc.request(subjects.api("list_tasks"), b"{}", timeout=0.5)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return
+    raise AlreadyServed(f"another daemon already serves prefix {subjects.prefix!r} on this bus")
 
 
 async def _on_error(e: Exception) -> None:
