@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from nv_eval.protocol import JobSpec, Results, SlurmExecution
 from .._runtime import JobContext, JobFailed, Outcome, Runtime
 from ._conn import Conn, ConnError, with_secrets
 from ._poller import Poller, category
-from ._script import Paths, ScriptError, check_script, remote_task_dir, render_script, secret_names
+from ._script import Paths, ScriptError, check_script, remote_task_dir, render_script, sbatch_argv, secret_names
 
 log = structlog.get_logger("nv_eval.agents.slurm")
 
@@ -67,7 +68,7 @@ class SlurmRuntime(Runtime):
         where = "over ssh" if self.conn.remote else "on this login node"
         for job in jobs:
             paths = Paths(remote_task_dir(job))
-            out.append(f"# job {job.job_id} ({job.task.name}): sbatch --parsable {paths.script}  ({where})")
+            out.append(f"# job {job.job_id} ({job.task.name}), {where}: {shlex.join(sbatch_argv(paths))}")
             try:
                 out.append(render_script(job, paths.task_dir))
             except ScriptError as e:
@@ -87,7 +88,7 @@ class SlurmRuntime(Runtime):
         return values
 
     async def _submit(self, job: JobSpec, paths: Paths) -> str:
-        argv = ["sbatch", "--parsable", paths.script]
+        argv = sbatch_argv(paths)
         stdin = b""
         if self.conn.remote:  # the SSH session does not carry the agent's env: values go on stdin
             argv, stdin = with_secrets(argv, self._secrets(job))

@@ -58,9 +58,10 @@ def job_name(job: JobSpec) -> str:
     return f"nveval-{job.invocation_id[:12]}-{job.index}-{task}"
 
 
-def sbatch_directives(ex: SlurmExecution, *, name: str, output: str, secret_names: Sequence[str]) -> list[str]:
-    """The ``#SBATCH`` lines (validated) for one job."""
-    d = [f"--job-name={_check_value('job name', name)}", f"--output={_check_value('output path', output)}"]
+def sbatch_directives(ex: SlurmExecution, *, name: str, secret_names: Sequence[str]) -> list[str]:
+    """The ``#SBATCH`` lines (validated) for one job. ``--output`` goes on the command line
+    (:func:`sbatch_argv`) because a path may hold any character."""
+    d = [f"--job-name={_check_value('job name', name)}"]
     if ex.partition:
         d.append(f"--partition={_check_value('partition', ex.partition)}")
     d.append(f"--nodes={int(ex.nodes)}")
@@ -210,7 +211,7 @@ def render_script(job: JobSpec, task_dir: str | None = None) -> str:
     _single_line("task dir", paths.task_dir)
     names = secret_names(job)
     lines = ["#!/bin/bash"]
-    lines += sbatch_directives(ex, name=job_name(job), output=paths.slurm_out, secret_names=names)
+    lines += sbatch_directives(ex, name=job_name(job), secret_names=names)
     lines += [
         f"# nv-eval job {shlex.quote(job.job_id)} attempt {int(job.attempt)}",
         "set -u",
@@ -236,6 +237,11 @@ def render_script(job: JobSpec, task_dir: str | None = None) -> str:
         'exit "$rc"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def sbatch_argv(paths: Paths) -> list[str]:
+    """The submit command (an argv: shlex-joined for a remote shell, never interpolated)."""
+    return ["sbatch", "--parsable", f"--output={paths.slurm_out}", paths.script]
 
 
 def check_script(text: str) -> None:
