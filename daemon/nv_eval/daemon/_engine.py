@@ -53,6 +53,7 @@ from ._store import ACTIVE_STATES, Store
 log = get_logger("nv_eval.daemon.engine")
 
 CANCEL_TIMEOUT = 5.0
+STALE_PENDING_S = 5.0  # a job still pending this long after its last change is dispatched again
 RESUMABLE = frozenset({"failed", "killed", "lost"})
 
 
@@ -149,12 +150,16 @@ class Engine:
         except OSError as e:
             log.warning("config.yaml not written", path=path, error=str(e))
 
-    async def dispatch_pending(self, invocation_id: str | None = None) -> list[str]:
-        """Dispatch every job still ``pending`` (of one invocation, or all after a restart)."""
+    async def dispatch_pending(self, invocation_id: str | None = None, older_than: float | None = None) -> list[str]:
+        """Dispatch every job still ``pending`` (of one invocation, or all: after a restart, or
+        those left behind ``older_than`` seconds ago by a failed publish)."""
         out: list[str] = []
         async with self.lock:
             if invocation_id is None:
                 jobs = self.store.jobs_in_states(["pending"])
+                if older_than is not None:
+                    cutoff = time.time() - older_than
+                    jobs = [j for j in jobs if j.updated_at < cutoff]
             else:
                 jobs = [j for j in self.store.jobs_of(invocation_id) if j.state == "pending"]
             for rec in jobs:
@@ -312,7 +317,8 @@ class Engine:
         while True:
             try:
                 await self.check_lost()
-            except Exception:  # noqa: BLE001 - keep watching
+                await self.dispatch_pending(None, older_than=STALE_PENDING_S)
+            except Exception:  # noqa: BLE001 - keep watching (e.g. NATS briefly unreachable)
                 log.exception("lost-agent scan failed")
             await anyio.sleep(interval)
 
