@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from nv_eval.client import _fastnats
 
 GOOD = """\

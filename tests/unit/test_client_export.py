@@ -9,7 +9,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-
 from nv_eval.client import NvEvalError, collect_results, export_invocation, to_csv
 from nv_eval.protocol import InvocationRecord, JobRecord, Metric, Results
 

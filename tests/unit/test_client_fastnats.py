@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import nats
 import pytest
-
 from nv_eval.client import _fastnats
+
 from tests._support.services import free_port
 
 

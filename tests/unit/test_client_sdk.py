@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from nv_eval.client import Client, NotFoundError, compose_run
-from nv_eval.client import _fastnats
+from nv_eval.client import Client, NotFoundError, _fastnats, compose_run
 
 
 @pytest.fixture()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from nv_eval.client import ConfigCompositionError, compose_document, compose_run
 from nv_eval.protocol import LeptonExecution, LocalExecution, SlurmExecution, VllmDeployment
 

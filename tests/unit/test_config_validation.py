@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from nv_eval.protocol import ConfigError, SlurmExecution, validate_run_config
 
 
