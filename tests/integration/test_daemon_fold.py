@@ -76,3 +76,33 @@ async def test_events_fold_into_status(nats_url: str, prefix: str, tmp_path: Pat
         await wait_for(b_seq, 10)
         st = await status()
         assert [j.state for j in st.invocation.jobs] == ["succeeded", "failed"]
+
+
+async def test_recreated_events_stream_is_folded_from_its_start(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    from nv_eval.protocol import Subjects
+
+    data = tmp_path / "data"
+    async with connect(nats_url) as nc:
+        agent = FakeAgentIO(nc, prefix, "agent-w")
+        async with daemon(nats_url, prefix, data):
+            rep = await call(nc, prefix, "run", run_request(tmp_path / "out", ["arc_easy"]), RunReply)
+            inv = rep.invocation.invocation_id
+            (spec,) = await agent.take_jobs(1)
+            for i in range(5):
+                await agent.emit(ProgressEvent, spec, done=i, total=10)
+
+            async def folded() -> bool:
+                st = await call(nc, prefix, "status", StatusRequest(id=inv), StatusReply)
+                return st.invocation.jobs[0].last_seq == 5
+
+            await wait_for(folded, 10)
+        # someone wipes the events stream while the daemon is down; the daemon recreates it
+        await nc.jetstream().delete_stream(Subjects(prefix).events_stream)
+        async with daemon(nats_url, prefix, data):
+            await agent.status(spec, "succeeded")  # stream sequence 1 of the new stream
+
+            async def done() -> bool:
+                st = await call(nc, prefix, "status", StatusRequest(id=inv), StatusReply)
+                return st.invocation.jobs[0].state == "succeeded"
+
+            await wait_for(done, 10)

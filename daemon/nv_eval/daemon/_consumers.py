@@ -45,7 +45,16 @@ class EventFold:
         """
         subj = self.engine.subjects
         js = self.engine.js
-        last = self.engine.store.last_stream_seq()
+        store = self.engine.store
+        info = await js.stream_info(subj.events_stream)
+        identity = str(info.created or "")
+        known = store.get_meta("events_stream_created")
+        if known is not None and known != identity:
+            # the events stream was deleted and created again: its sequence numbers start over
+            log.warning("events stream was recreated; folding it from the start", was=known, now=identity)
+            store.set_last_stream_seq(0)
+        store.set_meta("events_stream_created", identity)
+        last = store.last_stream_seq()
         try:
             await js.delete_consumer(subj.events_stream, FOLD_DURABLE)
         except nats.js.errors.NotFoundError:

@@ -274,6 +274,16 @@ class Store:
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
 
+    def get_meta(self, key: str) -> str | None:
+        return self._meta(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx():
+            self._set_meta(key, value)
+
+    def set_last_stream_seq(self, seq: int) -> None:
+        self.set_meta("last_stream_seq", str(seq))
+
     def last_stream_seq(self) -> int:
         return int(self._meta("last_stream_seq") or 0)
 
