@@ -85,3 +85,32 @@ async def test_shared_llamacpp_deployment_started_once_and_torn_down(
         assert res.results.n_samples == 3 and res.results.metrics
         assert res.results.endpoint_url.startswith(f"http://127.0.0.1:{port}/v1")
     assert not (tmp_path / "agent" / "runtimes" / "process-deployments.json").read_text().count("g0")
+
+
+async def test_real_harness_process_job_against_smollm2(
+    nats_url: str, prefix: str, tmp_path: Path, smollm2: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NV_EVAL_HARNESS_CMD", raising=False)
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    job = make_job(
+        tmp_path,
+        task="arc_easy",
+        endpoint_url=smollm2.url,  # type: ignore[attr-defined]
+        model_id=smollm2.extra["model_id"],  # type: ignore[attr-defined]
+        api_key_name=None,
+        params=TaskParams(limit_samples=5, parallelism=2),
+    )
+    agent = Agent(LocalExecutor(), nats_url=nats_url, prefix=prefix, data_dir=tmp_path / "agent")
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await publish_job(js, prefix, job)
+        await col.wait_for(lambda: col.terminal(job.job_id) is not None, 240, "terminal status")
+        tg.cancel_scope.cancel()
+    await nc.close()
+    assert col.states(job.job_id) == ["running", "succeeded"], col.dump()
+    (res,) = [e for e in col.of(job.job_id) if isinstance(e, ResultEvent)]
+    assert res.results.task == "arc_easy" and res.results.n_samples == 5
+    assert 0.0 <= res.results.metrics["acc"].value <= 1.0
+    assert (Path(job.task_dir) / "results.json").exists() and (Path(job.task_dir) / "logs" / "stderr.log").exists()
