@@ -29,7 +29,8 @@ def render_status(inv: object, job_id: str | None = None) -> str:
         note = j.message or ""
         if j.failure_kind:
             note = f"[{j.failure_kind}] {note}".strip()
-        rows.append((j.job_id, j.task, j.state, prog, dur, metrics or "-", note))
+        note = " ".join(note.split())
+        rows.append((j.job_id, j.task, j.state, prog, dur, metrics or "-", note if len(note) <= 90 else note[:87] + "..."))
     return head + "\n" + table(("JOB", "TASK", "STATE", "PROGRESS", "TIME", "METRICS", "MESSAGE"), rows)
 
 
