@@ -182,3 +182,15 @@ async def test_job_lost_when_its_live_agent_stops_reporting_it(nats_url: str, pr
         job = (await call(nc, prefix, "status", StatusRequest(id=inv), StatusReply)).invocation.jobs[0]
         assert job.failure_kind == "infrastructure"
         assert "alive but has not reported the job" in (job.message or "")
+
+
+async def test_jobs_nobody_picked_up_stay_dispatched(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    async with daemon(nats_url, prefix, tmp_path / "data", heartbeat_timeout=0.5), connect(nats_url) as nc:
+        rep = await call(nc, prefix, "run", run_request(tmp_path / "out", ["arc_easy"], max_redispatch=0), RunReply)
+        inv = rep.invocation.invocation_id
+        await wait_for(lambda: _is(nc, prefix, inv, ["dispatched"]), 5)
+        await anyio.sleep(2.0)  # four timeouts with no agent at all
+        assert await _states(nc, prefix, inv) == ["dispatched"]
+        # an agent shows up later and takes it: still attempt 1
+        (spec,) = await FakeAgentIO(nc, prefix, "late").take_jobs(1)
+        assert spec.attempt == 1
