@@ -110,3 +110,32 @@ async def test_custom_runtime_resubmits_failures_and_kill_while_launching(
     assert col.states(slow) == ["deploying", "killed"]
     # teardown ran for every job, including the failed and killed ones
     assert sorted(executor.rt.teardowns) == sorted(j.job_id for j in jobs.values())
+
+
+async def test_agent_stopped_while_launching_fails_the_job_on_restart(
+    nats_url: str, prefix: str, tmp_path: Path
+) -> None:
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    ex = CustomExecution(executor="toy", output_dir=str(tmp_path))
+    job = make_job(tmp_path, extra={"mode": "slow-launch"}, execution=ex)
+    first = ToyExecutor()
+    async with anyio.create_task_group() as tg:
+        await tg.start(Agent(first, nats_url=nats_url, prefix=prefix, data_dir=tmp_path / "a", agent_id="t2").run)
+        await publish_job(js, prefix, job, executor="toy")
+        await col.wait_for(lambda: "deploying" in col.states(job.job_id), 10, "deploying")
+        tg.cancel_scope.cancel()  # the agent stops mid-launch: no terminal status, no teardown
+    assert col.terminal(job.job_id) is None and first.rt.teardowns == []
+    second = ToyExecutor()
+    async with anyio.create_task_group() as tg:
+        await tg.start(Agent(second, nats_url=nats_url, prefix=prefix, data_dir=tmp_path / "a").run)
+        await col.wait_for(lambda: col.terminal(job.job_id) is not None, 10, "terminal after restart")
+        tg.cancel_scope.cancel()
+    await nc.close()
+    term = col.terminal(job.job_id)
+    assert term is not None and term.state == "failed" and term.failure_kind == "infrastructure"
+    assert "restarted while launching" in (term.message or "")
+    assert second.rt.launches == {} and second.rt.teardowns == [job.job_id]  # cleaned up, never relaunched
+    seqs = [e.seq for e in col.of(job.job_id)]
+    assert seqs == sorted(set(seqs))

@@ -46,7 +46,6 @@ async def test_agent_waits_for_nats_and_survives_a_nats_restart(
             await anyio.sleep(1.0)
             svc = await anyio.to_thread.run_sync(lambda: start_nats(tmp_path / "nats", port=port))
 
-
             nc = await nats.connect(url)
             js = nc.jetstream()
             col2 = EventCollector()

@@ -397,7 +397,7 @@ class Agent:
             self.state.save(entry)
         handle = entry.handle
         if reattach:
-            if handle is None:
+            if handle is None or not entry.launched:
                 return Outcome(
                     state="failed",
                     message="agent restarted while launching the job; its state is unknown",
@@ -433,6 +433,7 @@ class Agent:
         entry = ctx.entry
         entry.launches += 1
         entry.state = "launching"
+        entry.launched = False
         entry.handle = None
         self.state.save(entry)
         handle: dict[str, Any] | None = None
@@ -449,6 +450,7 @@ class Agent:
                     except Exception as e:  # noqa: BLE001
                         ctx.logger.warning("runtime stop failed", error=repr(e))
             return None
+        entry.launched = True
         await ctx.save_handle(handle)
         return handle
 

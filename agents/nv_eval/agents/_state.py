@@ -34,6 +34,7 @@ class JobEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     handle: dict[str, Any] | None = None
     seq: int = 0  # last event seq used for this job
     launches: int = 0
+    launched: bool = False  # the last launch returned its handle (re-attach only then)
     state: str = "owned"  # owned | launching | running | <terminal state>
     owned_at: float = 0.0
     finished_at: float | None = None
