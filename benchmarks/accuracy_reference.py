@@ -47,3 +47,51 @@ class Reference:
             m = row.max()
             total += float(row[whole[j]] - m - math.log(np.exp(row - m).sum()))
         return total
+
+
+def token_logprobs(ref: Reference, context: str, continuation: str) -> list[float]:
+    """Per-token logprobs of the continuation (same split as :meth:`Reference.loglikelihood`)."""
+    whole = ref.tokens(context + continuation)
+    n_ctx = len(ref.tokens(context))
+    ref.llm.reset()
+    ref.llm.eval(whole)
+    scores = np.asarray(ref.llm.scores[: len(whole)], dtype=np.float64)
+    out = []
+    for j in range(n_ctx, len(whole)):
+        row = scores[j - 1]
+        m = row.max()
+        out.append(float(row[whole[j]] - m - math.log(np.exp(row - m).sum())))
+    return out
+
+
+def build_hf_tokenizer(gguf: Path, out_dir: Path) -> Path:
+    """An HF ``tokenizer.json`` for SmolLM2 rebuilt from the GGUF vocabulary and merges (byte-level
+    BPE, digits split individually: llama.cpp's ``smollm`` pre-tokenizer), for lm-eval offline."""
+    from gguf import GGUFReader
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    reader = GGUFReader(str(gguf))
+
+    def strings(key: str) -> list[str]:
+        f = reader.fields[key]
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+
+    vocab = {t: i for i, t in enumerate(strings("tokenizer.ggml.tokens"))}
+    merges = [tuple(m.split(" ", 1)) for m in strings("tokenizer.ggml.merges")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    inv = {i: t for t, i in vocab.items()}
+    special = [inv[i] for i in range(0, 17) if inv[i].startswith("<")]
+    tok.add_special_tokens(special)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>"
+    )
+    fast.save_pretrained(str(out_dir))
+    return out_dir

@@ -240,14 +240,13 @@ async def run(args: RunArgs) -> Path:
         for s in samples:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
     finished = time.time()
-    lat = sorted(float(x) for x in (getattr(stats, "latencies", None) or []))
     timings = Timings(
-        started_at=started, finished_at=finished, duration_s=finished - started,
+        started_at=started,
+        finished_at=finished,
+        duration_s=finished - started,
         request_phase_s=getattr(stats, "request_phase_s", None),
-        latency_mean_s=statistics.fmean(lat) if lat else None,
-        latency_p50_s=lat[len(lat) // 2] if lat else None,
-        latency_p95_s=lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None,
-    )  # fmt: skip
+        **_latency(getattr(stats, "latencies", None)),
+    )
     pt, ct = int(getattr(stats, "prompt_tokens", 0)), int(getattr(stats, "completion_tokens", 0))
     usage = Usage(
         requests=int(getattr(stats, "requests", 0)), cached_requests=int(getattr(stats, "cached_requests", 0)),
@@ -267,6 +266,24 @@ async def run(args: RunArgs) -> Path:
     log(f"{data.name}: {summary} (n={n_items})")
     progress.done(path)
     return path
+
+
+def _latency(lat: Any) -> dict[str, float | None]:
+    """Mean/p50/p95 from the engine's latency record (``LatencyStats``) or a plain list."""
+    if lat is None:
+        return {}
+    if hasattr(lat, "percentile"):
+        if not getattr(lat, "count", 0):
+            return {}
+        return {"latency_mean_s": lat.mean_s, "latency_p50_s": lat.percentile(50), "latency_p95_s": lat.percentile(95)}
+    xs = sorted(float(x) for x in lat)
+    if not xs:
+        return {}
+    return {
+        "latency_mean_s": statistics.fmean(xs),
+        "latency_p50_s": xs[len(xs) // 2],
+        "latency_p95_s": xs[min(len(xs) - 1, int(0.95 * len(xs)))],
+    }
 
 
 Scores = tuple[
