@@ -115,9 +115,15 @@ def compare(ref: Reference, task: str, ours: list[dict], theirs: list[dict]) -> 
     acc_o = acc_t = norm_o = norm_t = 0
     max_same = 0.0
     unexplained: list[str] = []
+    prompt_mismatch = 0
     for s, t in zip(ours, theirs, strict=True):
         lo, lt = s["logprobs"], lls_of(t)
         ctxs = s["prompt"] if isinstance(s["prompt"], list) else [s["prompt"]] * len(s["choices"])
+        args = [
+            (v["arg_0"], v["arg_1"])
+            for _, v in sorted(t["arguments"].items(), key=lambda kv: int(kv[0].split("_")[-1]))
+        ]
+        prompt_mismatch += args != list(zip(ctxs, s["choices"], strict=True))
         for c, k, a, b in zip(ctxs, s["choices"], lo, lt, strict=True):
             if abs(a - b) <= 1e-4:
                 max_same = max(max_same, abs(a - b))
@@ -139,7 +145,8 @@ def compare(ref: Reference, task: str, ours: list[dict], theirs: list[dict]) -> 
             norm_t += argmax([x / n for x, n in zip(lt, lens, strict=True)]) == s["gold"]
     n = len(ours)
     return {
-        "task": task, "n": n, "requests": sum(len(s["choices"]) for s in ours), "choices_differing": diffs,
+        "task": task, "n": n, "requests": sum(len(s["choices"]) for s in ours), "items_with_other_requests": prompt_mismatch,
+        "choices_differing": diffs,
         "explained_by_dropped_last_token": dropped_last, "unexplained": other, "unexplained_examples": unexplained[:5],
         "max_abs_diff_where_equal": max_same, "predictions_differing": pred_diff,
         "acc": {"nv-eval": acc_o / n, "lm-eval": acc_t / n},
