@@ -15,7 +15,8 @@ connection reset, a 500, a 429 with ``Retry-After`` or a slow (but correct) repl
 
 Observability: ``GET /stats`` → ``{"counts": {key: n}, "total": n, "max_in_flight": n}``;
 ``POST /admin`` with a JSON object changes ``fault_fraction``, ``rate_limit_above``,
-``retry_after``, ``slow_s``, ``always_status`` at run time.
+``retry_after``, ``slow_s``, ``always_status``, ``latency_s`` at run time (``reset_counts``
+clears the counters).
 
 In process: ``async with FaultyEndpoint(...) as ep: ep.base_url``. As a process:
 ``python -m tests._support.faulty_endpoint --port P [--fault-fraction 0.2]`` prints
@@ -134,6 +135,7 @@ class FaultyEndpoint:
         slow_s: float = 0.3,
         rate_limit_above: int | None = None,
         always_status: int | None = None,
+        latency_s: float = 0.0,
         seed: str = "",
     ) -> None:
         self.host = host
@@ -143,6 +145,7 @@ class FaultyEndpoint:
         self.slow_s = slow_s
         self.rate_limit_above = rate_limit_above
         self.always_status = always_status
+        self.latency_s = latency_s
         self.seed = seed
         self.counts: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
@@ -204,7 +207,7 @@ class FaultyEndpoint:
             self.counts.clear()
             self.max_in_flight = 0
         for k, v in settings.items():
-            if k not in {"fault_fraction", "rate_limit_above", "retry_after", "slow_s", "always_status"}:
+            if k not in {"fault_fraction", "rate_limit_above", "retry_after", "slow_s", "always_status", "latency_s"}:
                 return web.json_response({"error": f"unknown setting {k}"}, status=400)
             setattr(self, k, v)
         return web.json_response({"ok": True})
@@ -222,6 +225,8 @@ class FaultyEndpoint:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
             if self.always_status is not None:
                 return web.json_response({"error": {"message": "injected failure"}}, status=self.always_status)
             if self.rate_limit_above is not None and self.in_flight > self.rate_limit_above:
