@@ -24,21 +24,27 @@ def workload(n: int) -> Iterator[tuple[str, dict[str, Any]]]:
     """Loglikelihood-style completions interleaved with chat requests (a generator: lazy)."""
     for i in range(n):
         if i % 3 == 2:
-            yield "/chat/completions", {
-                "model": "faulty-model",
-                "messages": [{"role": "user", "content": f"Question {i}: pick A, B, C or D."}],
-                "max_tokens": 16,
-                "temperature": 0.0,
-            }
+            yield (
+                "/chat/completions",
+                {
+                    "model": "faulty-model",
+                    "messages": [{"role": "user", "content": f"Question {i}: pick A, B, C or D."}],
+                    "max_tokens": 16,
+                    "temperature": 0.0,
+                },
+            )
         else:
-            yield "/completions", {
-                "model": "faulty-model",
-                "prompt": f"Context number {i} says something.  Continuation {i % 7} here",
-                "echo": True,
-                "logprobs": 1,
-                "max_tokens": 1,
-                "temperature": 0.0,
-            }
+            yield (
+                "/completions",
+                {
+                    "model": "faulty-model",
+                    "prompt": f"Context number {i} says something.  Continuation {i % 7} here",
+                    "echo": True,
+                    "logprobs": 1,
+                    "max_tokens": 1,
+                    "temperature": 0.0,
+                },
+            )
 
 
 def expected(path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +76,9 @@ async def test_faulty_endpoint_gives_the_clean_runs_replies() -> None:
         assert engine.stats.retries == 0
     async with FaultyEndpoint(fault_fraction=0.2, retry_after="0.05", slow_s=0.5) as faulty:
         progress: list[tuple[int, int]] = []
-        async with RequestEngine(faulty.base_url, "sk-test", cfg, on_progress=lambda d, t: progress.append((d, t))) as engine:
+        async with RequestEngine(
+            faulty.base_url, "sk-test", cfg, on_progress=lambda d, t: progress.append((d, t))
+        ) as engine:
             replies = await run_all(engine, n)
         # every fault kind was injected, on roughly a fifth of the requests
         assert set(faulty.faults) == {"reset", "500", "429", "slow"}
