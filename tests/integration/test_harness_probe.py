@@ -92,3 +92,23 @@ def test_probe_refuses_unknown_model(no_echo_server: tuple[str, list[dict]], tmp
     assert p.returncode == 3
     assert "model 'other' not served" in p.stderr.strip().splitlines()[-1] and MODEL in p.stderr
     assert seen == []
+
+
+def test_probe_refuses_shifted_logprobs_of_stock_llama_server(tmp_path: Path) -> None:
+    """SmolLM2 (no BOS token) on llama_cpp.server *without* the BOS override: echoed logprobs are
+    shifted by one position; the probe must refuse it and name the override as the remedy."""
+    from tests._support.services import start_smollm2
+
+    svc = start_smollm2(tmp_path / "llama", bos_fix=False)
+    try:
+        p = subprocess.run(
+            [HARNESS, "run", "--task", "arc_challenge", "--model-id", svc.extra["model_id"], "--endpoint-url", svc.url,
+             "--endpoint-type", "completions", "--output-dir", str(tmp_path / "out"), "--params-json", '{"limit_samples": 2}'],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        svc.stop()
+    assert p.returncode == 3, p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert "shifted by one token" in last and "add_bos_token=bool:true" in last
+    assert not (tmp_path / "out" / "results.json").exists()
