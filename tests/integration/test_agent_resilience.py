@@ -11,6 +11,7 @@ import nats
 import pytest
 from nv_eval.agents import Agent
 from nv_eval.agents.local import LocalExecutor
+from nv_eval.protocol import LogEvent, ProgressEvent
 
 from tests._support.services import free_port, start_nats
 
@@ -78,3 +79,53 @@ def test_agent_cli_rejects_bad_arguments(args: list[str], msg: str, tmp_path: Pa
         cwd=tmp_path,
     )
     assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+async def test_events_survive_a_bus_outage_and_an_agent_restart(
+    prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS goes down mid-job, the job ends during the outage, the agent is stopped; after NATS and the
+    agent come back, every log line arrives exactly once and the job ends succeeded (outbox + offsets)."""
+    monkeypatch.setenv("NV_EVAL_HARNESS_CMD", STAND_IN_CMD)
+    monkeypatch.setenv("STANDIN_KEY", "x")
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    svc = await anyio.to_thread.run_sync(lambda: start_nats(tmp_path / "nats", port=port))
+    steps = 20
+    job = make_job(tmp_path, extra={"steps": steps, "step_s": 0.1})
+    try:
+        nc, js = await setup_bus(url, prefix)
+        col = EventCollector()
+        await col.start(js, prefix)
+        async with anyio.create_task_group() as tg:
+            await tg.start(Agent(LocalExecutor(), nats_url=url, prefix=prefix, data_dir=tmp_path / "a").run)
+            await publish_job(js, prefix, job)
+            await col.wait_for(lambda: any(isinstance(e, ProgressEvent) for e in col.of(job.job_id)), 20, "progress")
+            await nc.close()
+            await anyio.to_thread.run_sync(svc.stop)
+            with anyio.fail_after(15):
+                while not (Path(job.task_dir) / "logs" / "exit_code").exists():
+                    await anyio.sleep(0.1)
+            t0 = anyio.current_time()
+            tg.cancel_scope.cancel()
+        assert anyio.current_time() - t0 < 10  # stopping during an outage is bounded
+        svc = await anyio.to_thread.run_sync(lambda: start_nats(tmp_path / "nats", port=port))
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        col = EventCollector()
+        await col.start(js, prefix)  # replays the whole events stream
+        async with anyio.create_task_group() as tg:
+            await tg.start(Agent(LocalExecutor(), nats_url=url, prefix=prefix, data_dir=tmp_path / "a").run)
+            await col.wait_for(lambda: col.terminal(job.job_id) is not None, 30, "terminal after the outage")
+            tg.cancel_scope.cancel()
+        await nc.close()
+    finally:
+        await anyio.to_thread.run_sync(svc.stop)
+    assert col.terminal(job.job_id).state == "succeeded", col.dump()  # type: ignore[union-attr]
+    evs = col.of(job.job_id)
+    seqs = [e.seq for e in evs]
+    assert len(seqs) == len(set(seqs)), seqs
+    lines = [ln for e in evs if isinstance(e, LogEvent) and e.stream == "stderr" for ln in e.lines]
+    assert [ln for ln in lines if ln.startswith("step ")] == [f"step {i}/{steps}" for i in range(1, steps + 1)]
+    assert len((Path(job.task_dir) / "launches.txt").read_text().split()) == 1

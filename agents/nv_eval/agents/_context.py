@@ -25,10 +25,12 @@ from nv_eval.protocol import (
     JobState,
     LogEvent,
     ProgressEvent,
+    ProtocolError,
     ResultEvent,
     Results,
     StatusEvent,
     Subjects,
+    decode,
     encode,
     event_msg_id,
 )
@@ -105,7 +107,7 @@ class AgentJobContext:
         self._pub = publisher
         self._lock = anyio.Lock()
         self.last_state: str | None = None
-        self.publish_shield_s = 30.0
+        self.last_published = False
         self.logger = structlog.get_logger("nv_eval.agents.job").bind(job_id=self.job.job_id, agent_id=agent_id)
 
     # ------------------------------------------------------------------ plumbing
@@ -113,7 +115,6 @@ class AgentJobContext:
         async with self._lock:
             self.entry.seq += 1
             seq = self.entry.seq
-            self._state.save(self.entry)  # persist the seq before publishing: never reused
             ev = cls(
                 invocation_id=self.job.invocation_id,
                 job_id=self.job.job_id,
@@ -123,9 +124,30 @@ class AgentJobContext:
                 msg_id=event_msg_id(self.job.job_id, seq),
                 **fields,
             )
-            # shielded so an event is never half-sent, but bounded so a stopping agent is not held
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.publish_shield_s):
-                await self._pub.publish(ev)
+            # outbox: the event (and its seq) is persisted before publishing; it leaves the outbox once
+            # JetStream acknowledged it. A restarted agent re-sends what is left (same msg id: no duplicate).
+            data = encode(ev).decode()
+            self.entry.outbox.append(data)
+            self._state.save(self.entry)
+            self.last_published = await self._pub.publish(ev)
+            if self.last_published:
+                self.entry.outbox.remove(data)
+
+    async def flush_outbox(self) -> bool:
+        """Re-send events persisted but not acknowledged before a restart; True when none is left."""
+        async with self._lock:
+            for data in list(self.entry.outbox):
+                try:
+                    ev = decode(data, Event)
+                except ProtocolError as e:
+                    self.logger.error("unreadable outbox event dropped", error=str(e))
+                    self.entry.outbox.remove(data)
+                    continue
+                if not await self._pub.publish(ev):
+                    break
+                self.entry.outbox.remove(data)
+            self._state.save(self.entry)
+            return not self.entry.outbox
 
     # ------------------------------------------------------------------ JobContext API
     async def status(

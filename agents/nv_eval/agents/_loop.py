@@ -92,6 +92,7 @@ class Agent:
         self.stop_timeout = stop_timeout
         self.teardown_timeout = teardown_timeout
         self.max_launches = max_launches
+        self.terminal_publish_timeout = 60.0
         self.data_dir = Path(data_dir)
         self.state = AgentState(self.data_dir)
         self.agent_id = self.state.agent_id(executor.name, pool, agent_id)
@@ -148,7 +149,10 @@ class Agent:
                         await nc.flush(timeout=1)
                     except Exception:  # noqa: BLE001
                         pass
-                    await nc.close()
+                    try:
+                        await nc.close()
+                    except Exception as e:  # noqa: BLE001 - e.g. the connection is already lost
+                        self.log.info("NATS close error ignored", error=repr(e))
                 self.log.info("agent stopped")
 
     # ------------------------------------------------------------------ NATS
@@ -281,9 +285,8 @@ class Agent:
         if await self._is_cancelled(job.job_id):
             self.state.put(entry)  # remember it so redeliveries are acked
             ctx = AgentJobContext(entry, self.agent_id, self.state, self._publisher())
-            await ctx.status("killed", message="cancelled before start")
-            entry.state = "killed"
-            entry.finished_at = time.time()
+            entry.state, entry.finished_at = "killed", time.time()
+            await ctx.status("killed", message="cancelled before start")  # persists the entry
             self.state.save(entry)
             await self._ack(msg)
             jlog.info("job cancelled before start")
@@ -331,6 +334,9 @@ class Agent:
         self._tg.start_soon(self._run_job, rj, reattach)
 
     async def _reattach_all(self, tg: TaskGroup) -> None:
+        pruned = self.state.prune()
+        if pruned:
+            self.log.info("forgot old ended jobs", count=pruned)
         live = self.state.live()
         by_runtime: dict[str, dict[str, dict[str, Any]]] = {}
         for entry in live:
@@ -341,11 +347,19 @@ class Agent:
                     await rt.recover(by_runtime.get(rt.name, {}))
             except Exception as e:  # noqa: BLE001
                 self.log.warning("runtime recover failed", runtime=rt.name, error=repr(e))
+        for entry in self.state.ended_with_outbox():
+            tg.start_soon(self._flush_outbox, entry)
         for entry in live:
             self.log.info("re-attaching", job_id=entry.job.job_id, state=entry.state)
             self._start_job(entry, reattach=True)
             if await self._is_cancelled(entry.job.job_id):
                 self._request_stop(entry.job.job_id, "killed by user")
+
+    async def _flush_outbox(self, entry: JobEntry) -> None:
+        """Re-send the unacknowledged events of a job that ended before they reached the bus."""
+        ctx = AgentJobContext(entry, self.agent_id, self.state, self._publisher())
+        self.log.info("re-sending events", job_id=entry.job.job_id, count=len(entry.outbox))
+        await ctx.flush_outbox()
 
     async def _run_job(self, rj: _RunningJob, reattach: bool) -> None:
         ctx = rj.ctx
@@ -366,11 +380,13 @@ class Agent:
             outcome = Outcome(state="killed", message=ctx.cancel_reason or "killed by user", exit_code=outcome.exit_code)
         with anyio.CancelScope(shield=True):
             try:
-                await ctx.status(outcome.state, outcome.message, outcome.failure_kind, outcome.exit_code)
-            finally:
                 entry.state = outcome.state
                 entry.finished_at = time.time()
+                with anyio.move_on_after(self.terminal_publish_timeout):
+                    # persisted with the event (outbox): re-sent after a restart if not acknowledged
+                    await ctx.status(outcome.state, outcome.message, outcome.failure_kind, outcome.exit_code)
                 self.state.save(entry)
+            finally:
                 ctx.logger.info("job ended", state=outcome.state, message=outcome.message, exit_code=outcome.exit_code)
                 if rj.runtime is not None:
                     with anyio.move_on_after(self.teardown_timeout) as scope:
@@ -397,6 +413,8 @@ class Agent:
             self.state.save(entry)
         handle = entry.handle
         if reattach:
+            if entry.outbox:
+                await ctx.flush_outbox()  # events persisted before the restart go first, in order
             if handle is None or not entry.launched:
                 return Outcome(
                     state="failed",

@@ -35,6 +35,7 @@ class JobEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
     seq: int = 0  # last event seq used for this job
     launches: int = 0
     launched: bool = False  # the last launch returned its handle (re-attach only then)
+    outbox: list[str] = []  # events (JSON) persisted but not yet acknowledged by JetStream
     state: str = "owned"  # owned | launching | running | <terminal state>
     owned_at: float = 0.0
     finished_at: float | None = None
@@ -124,6 +125,10 @@ class AgentState:
     def save(self, entry: JobEntry) -> None:
         atomic_write(self._path(entry.job.job_id), msgspec.json.encode(entry))
 
+    def ended_with_outbox(self) -> list[JobEntry]:
+        """Ended jobs with events not yet acknowledged (the agent stopped or the bus was down)."""
+        return [e for e in self._jobs.values() if e.terminal and e.outbox]
+
     def live(self) -> list[JobEntry]:
         """Jobs owned and not ended (to re-attach after a restart)."""
         return [e for e in self._jobs.values() if not e.terminal]
@@ -137,7 +142,7 @@ class AgentState:
         gone = [
             jid
             for jid, e in self._jobs.items()
-            if e.terminal and e.finished_at is not None and now - e.finished_at > older_than_s
+            if e.terminal and not e.outbox and e.finished_at is not None and now - e.finished_at > older_than_s
         ]
         for jid in gone:
             self._jobs.pop(jid, None)
