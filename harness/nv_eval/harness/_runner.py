@@ -17,6 +17,7 @@ from nv_eval.protocol.config import TaskParams
 from nv_eval.protocol.results import Metric, Results, Timings, Usage
 
 from . import _metrics, _probe
+from ._engine import EndpointError, EngineConfig, RequestEngine
 from ._errors import BadInput, EndpointUnusable, HarnessError
 from ._loglik import ReplyShapeError, Scored, continuation_logprob, echo_body
 from ._mmlu_subjects import MMLU_GROUPS
@@ -32,7 +33,6 @@ from ._prompts import (
     regex_filter,
 )
 from ._tasks import GenItem, McItem, TaskData, load_task
-from ._transport import engine_classes
 
 HARNESS = "nv-eval-harness"
 DEFAULT_SEED = 1234  # lm-eval's fewshot_random_seed
@@ -195,14 +195,13 @@ async def run(args: RunArgs) -> Path:
 
     base = base_url(args.endpoint_url)
     await _probe.check_models(base + "/models", args.model_id, api_key, min(cfg["request_timeout"], 30.0))
-    engine_cls, config_cls, endpoint_errors = engine_classes()
-    engine_cfg = config_cls(
+    engine_cfg = EngineConfig(
         parallelism=cfg["parallelism"], request_timeout=cfg["request_timeout"], max_retries=cfg["max_retries"]
     )
     cache_dir = args.cache_dir or str(out / "cache")
     progress = Progress(out / "progress.jsonl")
     try:
-        async with engine_cls(base, api_key, engine_cfg, cache_dir=cache_dir, on_progress=progress.update) as engine:
+        async with RequestEngine(base, api_key, engine_cfg, cache_dir=cache_dir, on_progress=progress.update) as engine:
             try:
                 if mode == "loglikelihood":
                     notes += await _probe.probe_loglikelihood(engine, args.model_id)
@@ -210,7 +209,7 @@ async def run(args: RunArgs) -> Path:
                     notes += await _probe.probe_chat(engine, args.model_id)
                 else:
                     notes += await _probe.probe_completions_text(engine, args.model_id)
-            except endpoint_errors as e:
+            except EndpointError as e:
                 raise EndpointUnusable(
                     f"endpoint probe failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                 ) from None
@@ -226,7 +225,7 @@ async def run(args: RunArgs) -> Path:
                     metrics, subtasks, groups, samples, more = await _score_mc_generative(
                         engine, data, args.model_id, cfg
                     )
-            except endpoint_errors as e:
+            except EndpointError as e:
                 raise HarnessError(
                     f"endpoint failed during scoring: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                 ) from None
