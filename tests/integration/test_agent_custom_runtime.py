@@ -41,6 +41,8 @@ class ToyRuntime(Runtime):
 
     async def watch(self, ctx: JobContext, handle: dict[str, Any]) -> Outcome:
         await ctx.progress(1, 1)
+        if ctx.job.params.extra.get("mode") == "slow-watch":
+            await anyio.sleep(2)
         if ctx.job.params.extra.get("mode") == "preempt" and handle["n"] < 3:
             return Outcome(state="failed", message=f"preempted #{handle['n']}", resubmit=True)
         return Outcome(state="succeeded")
@@ -139,3 +141,29 @@ async def test_agent_stopped_while_launching_fails_the_job_on_restart(
     assert second.rt.launches == {} and second.rt.teardowns == [job.job_id]  # cleaned up, never relaunched
     seqs = [e.seq for e in col.of(job.job_id)]
     assert seqs == sorted(set(seqs))
+
+
+async def test_redispatched_attempt_of_a_running_job_is_adopted_not_run_twice(
+    nats_url: str, prefix: str, tmp_path: Path
+) -> None:
+    import msgspec
+
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    ex = CustomExecution(executor="toy", output_dir=str(tmp_path))
+    job = make_job(tmp_path, extra={"mode": "slow-watch"}, execution=ex)
+    executor = ToyExecutor()
+    async with anyio.create_task_group() as tg:
+        await tg.start(Agent(executor, nats_url=nats_url, prefix=prefix, data_dir=tmp_path / "a").run)
+        await publish_job(js, prefix, job, executor="toy")
+        await col.wait_for(lambda: "running" in col.states(job.job_id), 10, "running")
+        await publish_job(js, prefix, msgspec.structs.replace(job, attempt=2), executor="toy")
+        await col.wait_for(lambda: col.terminal(job.job_id) is not None, 10, "terminal")
+        tg.cancel_scope.cancel()
+    await nc.close()
+    assert executor.rt.launches == {job.job_id: 1}
+    statuses = [e for e in col.of(job.job_id) if e.__class__.__name__ == "StatusEvent"]
+    assert [(e.state, e.attempt) for e in statuses] == [("running", 1), ("running", 2), ("succeeded", 2)]  # type: ignore[attr-defined]
+    seqs = [e.seq for e in col.of(job.job_id)]
+    assert seqs == sorted(set(seqs)) and seqs[-1] > 1_000_000

@@ -275,6 +275,22 @@ class Agent:
         await msg.in_progress()
         jlog = self.log.bind(job_id=job.job_id, attempt=job.attempt)
         existing = self.state.get(job.job_id)
+        if existing is not None and not existing.terminal and job.attempt > existing.job.attempt:
+            # the daemon re-dispatched a job we still run (it missed our heartbeats): keep running it,
+            # under the new attempt number, instead of starting a second copy
+            existing.job = job
+            existing.seq = max(existing.seq, (job.attempt - 1) * ATTEMPT_SEQ_BASE)
+            self.state.save(existing)
+            rj = self._running.get(job.job_id)
+            jlog.warning("re-dispatched job is still running here; adopted the new attempt")
+            await self._ack(msg)
+            if rj is not None:
+                rj.ctx.job = job
+                st = rj.ctx.last_state
+                if st in ("deploying", "running"):
+                    rj.ctx.last_state = None
+                    await rj.ctx.status(st, message=f"attempt {job.attempt} adopted by the agent running it")  # type: ignore[arg-type]
+            return
         if existing is not None and (not existing.terminal or existing.job.attempt >= job.attempt):
             jlog.info("job already owned (redelivery), acked", state=existing.state)
             await self._ack(msg)
