@@ -93,3 +93,15 @@ def test_seed_ls_tasks(seed_cwd: Path, tmp_path: Path) -> None:
 
     assert {t["name"] for t in json.loads(rj.stdout)} == set(names)
     assert not (tmp_path / "home").exists()
+
+
+def test_dry_run_never_prints_secret_values(seed_cwd: Path, tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env["MY_API_KEY"] = "sk-very-secret-value"
+    r = _run("nv-eval run --config-dir examples --config-name local_llama_3_1_8b_instruct --dry-run "
+             "-o ++target.api_endpoint.api_key_name=MY_API_KEY -o execution.env_names=[MY_API_KEY] "
+             "-o 'execution.env={HF_TOKEN: hf-secret-in-config, LOG_LEVEL: debug}'", seed_cwd, env)
+    assert r.returncode == 0, r.stderr
+    assert "sk-very-secret-value" not in r.stdout + r.stderr
+    assert "hf-secret-in-config" not in r.stdout + r.stderr
+    assert "MY_API_KEY" in r.stdout and "LOG_LEVEL: debug" in r.stdout

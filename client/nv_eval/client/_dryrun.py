@@ -50,6 +50,24 @@ def job_plan(jobs: Sequence[JobSpec]) -> str:
     return "\n".join(out)
 
 
+_SECRETISH = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE")
+
+
+def mask_secrets(doc: Any) -> Any:
+    """Copy of a config document with the values of secret-looking ``env`` entries masked."""
+    if isinstance(doc, list):
+        return [mask_secrets(v) for v in doc]
+    if not isinstance(doc, dict):
+        return doc
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        if k == "env" and isinstance(v, dict):
+            out[k] = {ek: ("***" if any(s in str(ek).upper() for s in _SECRETISH) else ev) for ek, ev in v.items()}
+        else:
+            out[k] = mask_secrets(v)
+    return out
+
+
 def render(run: ComposedRun) -> str:
     """The whole dry-run text: resolved config YAML, job plan, executor description."""
     import yaml
@@ -58,7 +76,7 @@ def render(run: ComposedRun) -> str:
     name = executor_name(run.config.execution)
     parts = [
         "# resolved configuration",
-        yaml.safe_dump(run.doc, sort_keys=False, default_flow_style=False).rstrip(),
+        yaml.safe_dump(mask_secrets(run.doc), sort_keys=False, default_flow_style=False).rstrip(),
         "",
         f"# plan: {len(jobs)} job(s) on executor {name!r} (invocation id assigned at submission)",
         job_plan(jobs),
