@@ -66,9 +66,9 @@ async def test_shared_llamacpp_deployment_started_once_and_torn_down(
             await publish_job(js, prefix, j)
         await col.wait_for(lambda: all(col.terminal(j.job_id) for j in jobs), 300, "both jobs to end")
         # the last job to end tears the server down
-        with anyio.fail_after(15):
-            while _port_open(port):
-                await anyio.sleep(0.2)
+        stopped = lambda: any(isinstance(e, DeploymentEvent) and e.state == "stopped" for e in col.events)  # noqa: E731
+        await col.wait_for(stopped, 15, "deployment stopped")
+        assert not _port_open(port)
         tg.cancel_scope.cancel()
     await nc.close()
 
@@ -114,3 +114,50 @@ async def test_real_harness_process_job_against_smollm2(
     assert res.results.task == "arc_easy" and res.results.n_samples == 5
     assert 0.0 <= res.results.metrics["acc"].value <= 1.0
     assert (Path(job.task_dir) / "results.json").exists() and (Path(job.task_dir) / "logs" / "stderr.log").exists()
+
+
+async def test_shared_deployment_survives_an_agent_sigkill_and_is_torn_down_after(
+    nats_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The group's users are persisted: a restarted agent re-attaches both jobs and the last one to
+    end stops the server started by the previous agent process."""
+    import signal
+
+    from ._agent_helpers import start_agent_process
+
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    port = _free_port()
+    dep = LlamaCppDeployment(port=port, n_threads=1, readiness_timeout=120)
+    inv = new_invocation_id()
+    ids = [f"{inv}.0", f"{inv}.1"]
+    jobs = [
+        make_job(tmp_path, invocation_id=inv, index=i, endpoint_url=None, model_id="smollm2-135m-instruct",
+                 extra={"steps": 40, "step_s": 0.1, "probe": True}, deployment=dep, deployment_group="g1",
+                 group_jobs=ids)
+        for i in range(2)
+    ]  # fmt: skip
+    data = tmp_path / "agent"
+    agent = start_agent_process(nats_url, prefix, data, agent_id="llk", env={"STANDIN_KEY": "x"})
+    try:
+        for j in jobs:
+            await publish_job(js, prefix, j)
+        await col.wait_for(lambda: all("running" in col.states(j.job_id) for j in jobs), 120, "both running")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(5)
+        assert _port_open(port)  # the server outlives the agent
+        agent = start_agent_process(nats_url, prefix, data, agent_id="llk", env={"STANDIN_KEY": "x"})
+        await col.wait_for(lambda: all(col.terminal(j.job_id) for j in jobs), 60, "both jobs to end")
+        stopped = lambda: any(isinstance(e, DeploymentEvent) and e.state == "stopped" for e in col.events)  # noqa: E731
+        await col.wait_for(stopped, 15, "deployment stopped")
+        assert not _port_open(port)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(10)
+        await nc.close()
+    deps = [e for e in col.events if isinstance(e, DeploymentEvent)]
+    assert [e.state for e in deps].count("starting") == 1 and deps[-1].state == "stopped"
+    for j in jobs:
+        assert col.terminal(j.job_id).state == "succeeded", col.dump()  # type: ignore[union-attr]
+        assert (Path(j.task_dir) / "launches.txt").read_text().count("\n") == 1

@@ -3,7 +3,7 @@
 Speaks the harness command contract (docs/contracts.md): progress JSON lines on stdout,
 log lines on stderr, ``results.json`` in ``--output-dir``, exit codes 0/2/3. Behaviour is
 steered by ``--params-json '{"extra": {...}}'``: ``steps`` (progress lines), ``step_s``
-(sleep per step), ``exit`` (exit code). Every start appends a line to ``launches.txt``.
+(sleep per step), ``exit`` (exit code), ``probe`` (GET ``/v1/models`` first; exit 3 if it fails). Every start appends a line to ``launches.txt``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,16 @@ def main() -> int:
     step_s = float(extra.get("step_s", 0.05))
     key = os.environ.get(a.api_key_env or "", "")
     print(f"starting {a.task} against {a.endpoint_url} (key set: {bool(key)})", file=sys.stderr, flush=True)
+    if extra.get("probe"):  # like the real harness: the endpoint must answer /v1/models
+        import urllib.request
+
+        base = a.endpoint_url.split("/v1")[0]
+        try:
+            with urllib.request.urlopen(f"{base}/v1/models", timeout=5) as r:
+                print(f"probe ok: {r.status}", file=sys.stderr, flush=True)
+        except OSError as e:
+            print(f"probe failed: {e}", file=sys.stderr, flush=True)
+            return 3
     for i in range(1, steps + 1):
         time.sleep(step_s)
         print(json.dumps({"event": "progress", "done": i, "total": steps, "rps": 10.0, "eta_s": 0.1}), flush=True)
