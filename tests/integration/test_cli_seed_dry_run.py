@@ -100,7 +100,7 @@ def test_dry_run_never_prints_secret_values(seed_cwd: Path, tmp_path: Path) -> N
     env["MY_API_KEY"] = "sk-very-secret-value"
     r = _run("nv-eval run --config-dir examples --config-name local_llama_3_1_8b_instruct --dry-run "
              "-o ++target.api_endpoint.api_key_name=MY_API_KEY -o execution.env_names=[MY_API_KEY] "
-             "-o 'execution.env={HF_TOKEN: hf-secret-in-config, LOG_LEVEL: debug}'", seed_cwd, env)
+             "-o '++execution.env={HF_TOKEN: hf-secret-in-config, LOG_LEVEL: debug}'", seed_cwd, env)
     assert r.returncode == 0, r.stderr
     assert "sk-very-secret-value" not in r.stdout + r.stderr
     assert "hf-secret-in-config" not in r.stdout + r.stderr

@@ -129,6 +129,7 @@ def test_slurm_remote_output_dir_stays_relative(cdir: Path) -> None:
         (["evaluation.tasks=[{name: helaswag}]"], "did you mean hellaswag"),
         (["execution.max_parallel_tasks=0"], "execution.max_parallel_tasks: expected int >= 1, got 0"),
         (["hydra.run.dir=x"], "hydra.* settings cannot be overridden"),
+        (["execution.env={HF_TOKEN: x}"], "'execution.env.HF_TOKEN' is not in the config (a mapping merges"),
     ],
 )
 def test_bad_overrides_are_one_line(cdir: Path, overrides: list[str], needle: str) -> None:

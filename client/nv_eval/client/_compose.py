@@ -101,6 +101,12 @@ def _translate(e: Exception, config_dir: Path, name: str) -> ConfigCompositionEr
     m = re.search(r"Could not override '([^']+)'", msg)
     if m:
         key = m.group(1)
+        full = re.search(r"full_key: (\S+)", str(cause or ""))
+        if full and full.group(1) != key:
+            return ConfigCompositionError(
+                f"-o {key}=...: {full.group(1)!r} is not in the config (a mapping merges into the existing one); "
+                f"use ++{key}=VALUE to set it"
+            )
         return ConfigCompositionError(f"-o {key}=...: key {key!r} is not in the config; use +{key}=VALUE to add it")
     m = re.search(r"Could not append to config. An item is already at '([^']+)'", msg)
     if m:
