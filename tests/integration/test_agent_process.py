@@ -244,3 +244,27 @@ async def test_llamacpp_port_in_use_fails_clearly(nats_url: str, prefix: str, tm
     term = col.terminal(job.job_id)
     assert term is not None and term.state == "failed" and f"port {port}" in (term.message or "")
     assert col.states(job.job_id) == ["deploying", "failed"]
+
+
+async def test_relative_output_dir_is_resolved_against_the_agent_cwd(
+    nats_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import msgspec
+
+    monkeypatch.chdir(tmp_path)
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    job = make_job(tmp_path, extra={"steps": 1})
+    rel = msgspec.structs.replace(
+        job, task_dir=f"results/{job.invocation_id}/t0", invocation_dir=f"results/{job.invocation_id}"
+    )
+    agent = await _agent(nats_url, prefix, tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await publish_job(js, prefix, rel)
+        await col.wait_for(lambda: col.terminal(job.job_id) is not None, 20, "terminal status")
+        tg.cancel_scope.cancel()
+    await nc.close()
+    assert col.terminal(job.job_id).state == "succeeded", col.dump()  # type: ignore[union-attr]
+    assert (tmp_path / "results" / job.invocation_id / "t0" / "results.json").exists()

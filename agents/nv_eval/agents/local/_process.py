@@ -30,6 +30,10 @@ def _logs(task_dir: str) -> Path:
     return Path(task_dir) / "logs"
 
 
+def _abs(path: str) -> str:
+    return os.path.abspath(path)
+
+
 def _size(p: Path) -> int:
     try:
         return p.stat().st_size
@@ -74,7 +78,7 @@ class ProcessRuntime(Runtime):
         if isinstance(dep, LlamaCppDeployment):
             url = endpoint_url_for(f"http://127.0.0.1:{dep.port}/v1", job.endpoint.type)
         cmd = self.harness_cmd or default_harness_command()
-        return cmd + harness_run_args(job, endpoint_url=url, output_dir=job.task_dir)
+        return cmd + harness_run_args(job, endpoint_url=url, output_dir=_abs(job.task_dir))
 
     def describe(self, jobs: Sequence[JobSpec]) -> str:
         import shlex
@@ -98,7 +102,8 @@ class ProcessRuntime(Runtime):
         job = ctx.job
         dep = job.deployment
         url = job.endpoint.url
-        handle: dict[str, Any] = {"task_dir": job.task_dir}
+        task_dir = _abs(job.task_dir)  # the job runs with cwd=task_dir: no relative paths
+        handle: dict[str, Any] = {"task_dir": task_dir}
         if dep is not None and not isinstance(dep, NoDeployment):
             if not isinstance(dep, LlamaCppDeployment):
                 raise JobFailed(
@@ -110,7 +115,7 @@ class ProcessRuntime(Runtime):
             url = endpoint_url_for(base, job.endpoint.type)
         if not url:
             raise JobFailed("the job has no endpoint URL (set target.api_endpoint.url or a deployment)")
-        logs = _logs(job.task_dir)
+        logs = _logs(task_dir)
         logs.mkdir(parents=True, exist_ok=True)
         out, err = logs / "stdout.log", logs / "stderr.log"
         cmd = self.command_for(job, url)
@@ -119,7 +124,7 @@ class ProcessRuntime(Runtime):
             env.update(job.execution.env)
         handle.update(stdout_offset=_size(out), stderr_offset=_size(err), endpoint_url=url)
         try:
-            ids = spawn_detached(cmd, stdout=out, stderr=err, exit_code_file=logs / "exit_code", env=env, cwd=job.task_dir)
+            ids = spawn_detached(cmd, stdout=out, stderr=err, exit_code_file=logs / "exit_code", env=env, cwd=task_dir)
         except OSError as e:
             raise JobFailed(f"cannot start the harness ({cmd[0]}): {e}", failure_kind="infrastructure") from None
         handle.update(ids)
