@@ -151,11 +151,10 @@ async def test_kill_mid_run_leaves_no_slurm_job(
 async def test_node_failure_is_resubmitted_and_finished_requests_are_not_sent_again(
     counting_proxy: CountingProxy, slurm_cluster: str, sshd_login: dict[str, Any], tmp_path: Path
 ) -> None:
-    counting_proxy.delay = 0.2
     job = slurm_job(
         tmp_path,
         endpoint_url=counting_proxy.url,
-        params=TaskParams(limit_samples=6, parallelism=1),
+        params=TaskParams(limit_samples=3, parallelism=1),
         max_resubmits=2,
         **sshd_login,
     )
@@ -171,7 +170,8 @@ async def test_node_failure_is_resubmitted_and_finished_requests_are_not_sent_ag
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
-            await wait_until(lambda: counting_proxy.posts >= 10, 150, "requests before the failure")
+            done = lambda: ctx.progress_events[-1][0] if ctx.progress_events else 0  # noqa: E731
+            await wait_until(lambda: done() >= 2, 200, "requests finished before the failure")
             await anyio.run_process(["scontrol", "update", f"NodeName={slurm_cluster}", "State=DOWN", "Reason=nveval-test"])
             await wait_until(lambda: len(handle.get("slurm_job_ids", [])) >= 2 or outcome != [], 60, "resubmit")
             posts_at_failure = counting_proxy.posts
@@ -186,7 +186,7 @@ async def test_node_failure_is_resubmitted_and_finished_requests_are_not_sent_ag
     assert handle["resubmits"] == 1 and handle["slurm_job_ids"][0] == first and len(handle["slurm_job_ids"]) == 2
     assert any("NODE_FAIL" in ln and "resubmitted" in ln for _, ln in ctx.logs)
     res = ctx.results[0]
-    assert res.usage.cached_requests > 0  # the second run resumed from the request cache
+    assert res.usage.cached_requests >= 2  # the second run resumed from the request cache
     # the second attempt sent only what the first had not finished (+ its endpoint probe)
     sent_after = counting_proxy.posts - posts_at_failure
     assert sent_after <= res.usage.requests + 5, (sent_after, res.usage)
@@ -197,16 +197,21 @@ async def test_node_failure_is_resubmitted_and_finished_requests_are_not_sent_ag
 async def test_restarted_runtime_follows_the_running_job_without_resubmitting(
     counting_proxy: CountingProxy, slurm_cluster: str, sshd_login: dict[str, Any], tmp_path: Path
 ) -> None:
-    counting_proxy.delay = 0.1
-    job = slurm_job(tmp_path, endpoint_url=counting_proxy.url, params=TaskParams(limit_samples=6), **sshd_login)
+    job = slurm_job(tmp_path, endpoint_url=counting_proxy.url, params=TaskParams(limit_samples=3), **sshd_login)
     rt1 = runtime_for(job)
     ctx1 = RecordingContext(job)
     handle = await rt1.launch(ctx1)
     sid = handle["slurm_job_id"]
-    with anyio.move_on_after(60):  # the first "agent" watches for a while, then dies mid-run
-        await rt1.watch(ctx1, handle)
-        pytest.fail("job finished before the restart")
-    await wait_until(lambda: ("running", f"Slurm job {sid} running") in ctx1.statuses, 1, "running")
+    async with anyio.create_task_group() as tg:  # the first "agent" watches until progress, then dies
+
+        async def first_watch() -> None:
+            await rt1.watch(ctx1, handle)
+            pytest.fail("job finished before the restart")
+
+        tg.start_soon(first_watch)
+        await wait_until(lambda: bool(ctx1.progress_events), 200, "progress")
+        tg.cancel_scope.cancel()
+    assert ("running", f"Slurm job {sid} running") in ctx1.statuses
     await rt1.aclose()
     saved = ctx1.handles[-1]
     lines1 = [ln for s, ln in ctx1.logs if s == "stderr"]
@@ -231,8 +236,7 @@ async def test_restarted_runtime_follows_the_running_job_without_resubmitting(
 async def test_ssh_connection_dropped_mid_run_reconnects(
     counting_proxy: CountingProxy, slurm_cluster: str, sshd_login: dict[str, Any], tmp_path: Path
 ) -> None:
-    counting_proxy.delay = 0.1
-    job = slurm_job(tmp_path, endpoint_url=counting_proxy.url, params=TaskParams(limit_samples=6), **sshd_login)
+    job = slurm_job(tmp_path, endpoint_url=counting_proxy.url, params=TaskParams(limit_samples=3), **sshd_login)
     rt = runtime_for(job)
     ctx = RecordingContext(job)
     outcome: list[Any] = []
@@ -246,10 +250,9 @@ async def test_ssh_connection_dropped_mid_run_reconnects(
             tg.start_soon(watch)
             await wait_until(lambda: any(s == "running" for s, _ in ctx.statuses), 60, "running")
             stop_sshd()
-            errors_before = rt.poller.errors
-            await wait_until(lambda: rt.poller.errors > errors_before, 30, "a failed poll while sshd is down")
+            await wait_until(lambda: getattr(rt.conn, "_conn", None) is None, 30, "the connection is noticed dead")
+            await anyio.sleep(3.0)  # polls and log reads keep failing and retrying meanwhile
             assert outcome == []  # an ssh outage is not a job failure
-            await anyio.sleep(1.0)
             start_sshd()
             with anyio.fail_after(200):
                 while outcome == []:
