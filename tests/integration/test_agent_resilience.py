@@ -129,3 +129,27 @@ async def test_events_survive_a_bus_outage_and_an_agent_restart(
     lines = [ln for e in evs if isinstance(e, LogEvent) and e.stream == "stderr" for ln in e.lines]
     assert [ln for ln in lines if ln.startswith("step ")] == [f"step {i}/{steps}" for i in range(1, steps + 1)]
     assert len((Path(job.task_dir) / "launches.txt").read_text().split()) == 1
+
+
+def test_second_agent_on_the_same_data_dir_is_refused(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    import time
+
+    from ._agent_helpers import start_agent_process
+
+    log = tmp_path / "d" / "agent.log"
+    first = start_agent_process(nats_url, prefix, tmp_path / "d", agent_id="one")
+    try:
+        t0 = time.monotonic()
+        while "agent started" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() - t0 < 20, log.read_text()
+            time.sleep(0.1)
+        p = subprocess.run(
+            [sys.executable, "-m", "nv_eval.agents", "--nats-url", nats_url, "--prefix", prefix,
+             "--data-dir", str(tmp_path / "d")],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert p.returncode == 2 and "another agent is running with data dir" in p.stderr, p.stderr
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(10)

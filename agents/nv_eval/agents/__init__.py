@@ -9,7 +9,7 @@ from ._executor import EXECUTORS_GROUP, AgentEnv, Executor, ExecutorNotFound, lo
 from ._harness import HARNESS_CMD_ENV, default_harness_command, endpoint_url_for, harness_run_args
 from ._loop import Agent
 from ._runtime import JobContext, JobFailed, Outcome, Runtime
-from ._state import AgentState, JobEntry
+from ._state import AgentState, DataDirBusy, JobEntry
 
 __all__ = [
     "EXECUTORS_GROUP",
@@ -17,6 +17,7 @@ __all__ = [
     "Agent",
     "AgentEnv",
     "AgentState",
+    "DataDirBusy",
     "Executor",
     "ExecutorNotFound",
     "JobContext",

@@ -18,6 +18,7 @@ from nv_eval.protocol import DEFAULT_PREFIX
 from ._executor import ExecutorNotFound, load_executor
 from ._logging import configure_logging
 from ._loop import Agent
+from ._state import DataDirBusy
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         max_jobs=args.max_jobs,
         heartbeat_interval=args.heartbeat_interval,
     )
+    try:
+        agent.state.lock()  # before starting anything: one agent per data dir
+    except DataDirBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     anyio.run(_main, agent)
     return 0
 

@@ -112,7 +112,16 @@ class Agent:
         return sorted(self._running)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled. Jobs keep running when the agent stops; a restart re-attaches."""
+        """Run until cancelled. Jobs keep running when the agent stops; a restart re-attaches.
+
+        Raises ``DataDirBusy`` when another agent runs with the same data dir."""
+        self.state.lock()
+        try:
+            await self._run(task_status)
+        finally:
+            self.state.unlock()
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         nc = await self._connect()
         self._nc = nc
         self._js = nc.jetstream()

@@ -8,6 +8,7 @@ keeps its identity and re-attaches to what it left running.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import secrets
@@ -24,6 +25,10 @@ from nv_eval.protocol import JobSpec
 log = structlog.get_logger("nv_eval.agents.state")
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class DataDirBusy(RuntimeError):
+    """Another live agent uses this data dir."""
 
 
 class JobEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -77,7 +82,28 @@ class AgentState:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.runtimes_dir.mkdir(parents=True, exist_ok=True)
         self._jobs: dict[str, JobEntry] = {}
+        self._lock_fd: int | None = None
         self._load()
+
+    # ------------------------------------------------------------------ one agent per data dir
+    def lock(self) -> None:
+        """Take the data dir's lock (released by ``unlock`` or when the process dies)."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.dir / "agent.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirBusy(f"another agent is running with data dir {self.dir}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ------------------------------------------------------------------ identity
     def agent_id(self, executor: str, pool: str, explicit: str | None = None) -> str:
