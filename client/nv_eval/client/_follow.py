@@ -114,14 +114,17 @@ def follow_invocation(invocation_id: str) -> int:
     return EXIT_OK if all(j.state == "succeeded" for j in final.jobs) else EXIT_FAILED
 
 
-def print_logs(invocation_id: str, job_id: str | None, follow: bool, several: bool) -> int:
+def print_logs(invocation_id: str, job_id: str | None, follow: bool, several: bool, as_json: bool = False) -> int:
     """Print log lines of one job (or all jobs of an invocation); ``follow`` waits for the end."""
-    from nv_eval.protocol import LogEvent, split_job_id
+    from nv_eval.protocol import LogEvent, encode, split_job_id
 
     job_index = split_job_id(job_id)[1] if job_id else None
 
     def on_event(ev: Event) -> None:
-        if isinstance(ev, LogEvent):
+        if isinstance(ev, LogEvent) and as_json:
+            sys.stdout.write(encode(ev).decode() + "\n")
+            sys.stdout.flush()
+        elif isinstance(ev, LogEvent):
             tag = f"[{ev.job_id}] " if several else ""
             for line in ev.lines:
                 sys.stdout.write(f"{tag}{line}\n")

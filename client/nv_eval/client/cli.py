@@ -34,6 +34,8 @@ OPTIONAL_COMMANDS: dict[str, str] = {"images": "nv_eval.client.commands.images:i
 class LazyGroup(click.Group):
     """A group that imports a command's module only when that command runs."""
 
+    broken: dict[str, str] = {}
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = list(COMMANDS)
         for name, target in OPTIONAL_COMMANDS.items():
@@ -48,8 +50,10 @@ class LazyGroup(click.Group):
         mod_name, attr = target.split(":")
         try:
             mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as e:
-            if cmd_name in OPTIONAL_COMMANDS and e.name == mod_name:
+        except ImportError as e:
+            if cmd_name in OPTIONAL_COMMANDS:  # an optional plugin command must never break the CLI
+                if getattr(e, "name", None) != mod_name:
+                    self.broken[cmd_name] = f"{type(e).__name__}: {e}"
                 return None
             raise
         cmd = getattr(mod, attr, None)
@@ -58,6 +62,8 @@ class LazyGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else None
         if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            if name in self.broken:
+                raise NvEvalError(f"command {name!r} is not available: {self.broken[name]}")
             import difflib
 
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)

@@ -10,7 +10,8 @@ from ._common import check_id
 @click.command()
 @click.argument("id_", metavar="ID")
 @click.option("--follow", "-f", is_flag=True, help="keep printing until the job(s) end")
-def logs(id_: str, follow: bool) -> int:
+@click.option("--json", "as_json", is_flag=True, help="one JSON log event per line")
+def logs(id_: str, follow: bool, as_json: bool) -> int:
     """Print the logs of a job (or of every job of an invocation)."""
     from nv_eval.protocol import StatusReply, StatusRequest
 
@@ -19,4 +20,5 @@ def logs(id_: str, follow: bool) -> int:
 
     reply = call("status", StatusRequest(id=check_id(id_)), StatusReply)
     inv = reply.invocation
-    return print_logs(inv.invocation_id, reply.job_id, follow, several=reply.job_id is None and len(inv.jobs) > 1)
+    return print_logs(inv.invocation_id, reply.job_id, follow, several=reply.job_id is None and len(inv.jobs) > 1,
+                      as_json=as_json)

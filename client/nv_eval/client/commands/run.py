@@ -25,11 +25,17 @@ def run(config_dir: Path | None, config_name: str, overrides: tuple[str, ...], d
 
         sys.stdout.write(render(composed))
         return 0
-    from nv_eval.protocol import RunReply, RunRequest
+    from nv_eval.protocol import RunReply, RunRequest, executor_name
 
-    from .._rpc import call
+    from .._rpc import call, connect_settings
 
-    reply = call("run", RunRequest(config=composed.config, tasks=composed.tasks, raw_config=composed.doc), RunReply)
+    settings = connect_settings()
+    executor = executor_name(composed.config.execution)
+    if settings.source == "embedded" and executor != "local":
+        click.echo(f"nv-eval: note: the embedded stack runs a local agent only; the jobs wait for a {executor!r} agent "
+                   f"(start one with: nv-eval agent start --executor {executor})", err=True)
+    req = RunRequest(config=composed.config, tasks=composed.tasks, raw_config=composed.doc)
+    reply = call("run", req, RunReply, settings=settings)
     inv = reply.invocation
     _save_config(composed, inv.invocation_id)
     click.echo(inv.invocation_id)
