@@ -22,9 +22,10 @@ import structlog
 from nv_eval.protocol import JobSpec, Results, SlurmExecution
 
 from .._runtime import JobContext, JobFailed, Outcome, Runtime
-from ._conn import Conn, ConnError, with_secrets
+from ._conn import Conn, ConnError
 from ._poller import Poller, category
 from ._script import Paths, ScriptError, check_script, remote_task_dir, render_script, sbatch_argv, secret_names
+from ._submit import Submitter
 
 log = structlog.get_logger("nv_eval.agents.slurm")
 
@@ -60,6 +61,7 @@ class SlurmRuntime(Runtime):
     def __init__(self, conn: Conn, *, poll_interval: float = 5.0, max_outage: float = 1800.0) -> None:
         self.conn = conn
         self.poller = Poller(conn, poll_interval)
+        self.submitter = Submitter(conn)
         self.max_outage = max_outage
 
     # ------------------------------------------------------------------ dry-run
@@ -88,21 +90,18 @@ class SlurmRuntime(Runtime):
         return values
 
     async def _submit(self, job: JobSpec, paths: Paths) -> str:
-        argv = sbatch_argv(paths)
-        stdin = b""
-        if self.conn.remote:  # the SSH session does not carry the agent's env: values go on stdin
-            argv, stdin = with_secrets(argv, self._secrets(job))
-        else:
+        secrets = self._secrets(job) if self.conn.remote else {}
+        if not self.conn.remote:
             self._secrets(job)  # fail early when a secret is missing; sbatch inherits the env
         try:
-            r = await self.conn.run(argv, stdin=stdin, timeout=60)
+            line = await self.submitter.submit(paths, secrets)
         except ConnError as e:
             raise JobFailed(f"cannot submit: {e}", failure_kind="infrastructure") from None
-        if r.rc != 0:
-            raise JobFailed(f"sbatch refused the job: {r.stderr.strip()[:300]}", failure_kind="evaluation")
-        sid = r.stdout.strip().split(";", 1)[0]
+        if not line.startswith("OK "):
+            raise JobFailed(f"sbatch refused the job: {line.removeprefix('ERR ')[:300]}", failure_kind="evaluation")
+        sid = line[3:].strip().split(";", 1)[0]
         if not sid.isdigit():
-            raise JobFailed(f"unexpected sbatch output {r.stdout.strip()[:100]!r}", failure_kind="infrastructure")
+            raise JobFailed(f"unexpected sbatch output {line[:100]!r}", failure_kind="infrastructure")
         self.poller.wake()
         return sid
 
