@@ -64,6 +64,7 @@ class DockerRuntime(Runtime):
     def __init__(self, env: Any = None, *, linger_s: float = 30.0) -> None:
         self.env = env
         self._client: aiodocker.Docker | None = None
+        self._net_locks: dict[str, anyio.Lock] = {}  # docker's duplicate check on network names is racy
         self.deployments = DockerDeployments(env, self._docker, linger_s=linger_s)
 
     @property
@@ -119,7 +120,8 @@ class DockerRuntime(Runtime):
             raise JobFailed(str(e), failure_kind="evaluation") from None
         if network == bridge_network_name(job.invocation_id):
             handle["network"] = network
-            await ensure_network(docker, network, job.invocation_id)
+            async with self._net_locks.setdefault(network, anyio.Lock()):
+                await ensure_network(docker, network, job.invocation_id)
         base: str | None = None
         if pair is not None:
             handle["deployment_group"] = group_of(job)
