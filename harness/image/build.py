@@ -142,7 +142,7 @@ def copy_dists(dists: list[md.Distribution], dest: Path) -> None:
 def tree_hash(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts:
+        if p.is_file() and "__pycache__" not in p.parts and p.name != "Dockerfile":
             st = p.stat()
             h.update(f"{p.relative_to(root)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
     return h.hexdigest()[:12]
