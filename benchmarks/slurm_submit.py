@@ -32,7 +32,7 @@ from tests._support.slurm import RecordingContext, slurm_job, ssh_fields  # noqa
 async def one_round(n: int, tmp: Path) -> dict[str, float]:
     inv = new_invocation_id()
     jobs = [
-        slurm_job(tmp, task=f"t{i}", index=i, invocation_id=inv, harness_command="sleep 60", **ssh_fields())
+        slurm_job(tmp, task=f"t{i}", index=i, invocation_id=inv, harness_command="bash -c 'sleep 60'", **ssh_fields())
         for i in range(n)
     ]
     ex = SlurmExecutor()

@@ -1,0 +1,78 @@
+"""The Slurm runtime in local mode (the agent on the login node: sbatch/squeue/sacct/scancel
+as subprocesses) on the real single-node Slurm: exit codes, kill, missing secrets, and one
+``squeue`` per poll however many jobs are watched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from nv_eval.agents import JobFailed
+from nv_eval.agents.slurm import LocalConn, SlurmExecutor, SlurmRuntime
+
+from tests._support import slurm as support
+from tests._support.slurm import RecordingContext, slurm_job, squeue_ids
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
+
+slurm_cluster = support.slurm_cluster
+
+
+def local_runtime(job: Any) -> SlurmRuntime:
+    rt = SlurmExecutor().runtime_for(job)
+    assert isinstance(rt, SlurmRuntime) and isinstance(rt.conn, LocalConn)
+    return rt
+
+
+async def test_failed_harness_is_an_evaluation_failure_with_its_last_line(slurm_cluster: str, tmp_path: Path) -> None:
+    job = slurm_job(tmp_path, harness_command="bash -c 'echo doing things >&2; echo \"bad task name\" >&2; exit 2'")
+    rt = local_runtime(job)
+    ctx = RecordingContext(job)
+    h = await rt.launch(ctx)
+    with anyio.fail_after(90):
+        out = await rt.watch(ctx, h)
+    assert out.state == "failed" and out.failure_kind == "evaluation" and out.exit_code == 2
+    assert out.message == "bad task name"
+    assert ("stderr", "doing things") in ctx.logs
+
+
+async def test_kill_and_one_squeue_per_poll_for_many_jobs(slurm_cluster: str, tmp_path: Path) -> None:
+    jobs = [slurm_job(tmp_path, task=f"s{i}", index=i, harness_command="bash -c 'sleep 300'") for i in range(6)]
+    rt = local_runtime(jobs[0])
+    ctxs = [RecordingContext(j) for j in jobs]
+    handles: list[dict[str, Any]] = []
+    for c in ctxs:
+        handles.append(await rt.launch(c))
+    outcomes: dict[int, Any] = {}
+
+    async def watch(i: int) -> None:
+        outcomes[i] = await rt.watch(ctxs[i], handles[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(jobs)):
+            tg.start_soon(watch, i)
+        with anyio.fail_after(60):
+            while not all(any(s == "running" for s, _ in c.statuses) for c in ctxs[:2]):
+                await anyio.sleep(0.1)
+        polls, squeues = rt.poller.polls, rt.conn.calls["squeue"]
+        await anyio.sleep(2.0)
+        assert rt.poller.polls > polls
+        assert rt.conn.calls["squeue"] - squeues == rt.poller.polls - polls  # one per poll, not one per job
+        for c, h in zip(ctxs, handles, strict=True):
+            c.cancelled.set()
+            await rt.stop(c, h)
+    for i, h in enumerate(handles):
+        assert outcomes[i].state == "killed"
+        assert h["slurm_job_id"] not in squeue_ids()
+
+
+async def test_missing_secret_fails_before_anything_is_submitted(slurm_cluster: str, tmp_path: Path) -> None:
+    job = slurm_job(tmp_path, env_names=["NVE_SURELY_UNSET_SECRET"])
+    rt = local_runtime(job)
+    with pytest.raises(JobFailed) as e:
+        await rt.launch(RecordingContext(job))
+    assert "NVE_SURELY_UNSET_SECRET" in e.value.message
+    assert rt.conn.calls.get("sbatch", 0) == 0 and rt.conn.calls.get("bash", 0) == 0
