@@ -56,11 +56,26 @@ def test_settings_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 
 
 def test_status_does_not_import_heavy_modules() -> None:
+    import os
     import subprocess
 
+    from nv_eval.client._settings import DEFAULT_PREFIX
+    from nv_eval.protocol import DEFAULT_PREFIX as PROTOCOL_DEFAULT
+
+    assert DEFAULT_PREFIX == PROTOCOL_DEFAULT
     code = (
-        "import sys; from nv_eval.client.cli import run_cli; run_cli(['status', 'zzz']);"
-        "print(sorted(m for m in ('nats', 'hydra', 'rich', 'omegaconf', 'yaml') if m in sys.modules))"
+        "import sys; from nv_eval.client.cli import run_cli; assert run_cli(['status', '0123456789abcdef']) == 3;"
+        "print(sorted(m for m in ('nats', 'hydra', 'rich', 'omegaconf', 'yaml', 'nv_eval.protocol') if m in sys.modules))"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "NV_EVAL_NATS_URL": "nats://127.0.0.1:1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("text", ["0123456789abcdef", "01ab", "0123456789abcdef.3", "0123456789abcdef.", "xyz", "", "a.b",
+                                  "0123456789abcdef0", "ABC", "abc.12x"])
+def test_inlined_id_rule_matches_protocol(text: str) -> None:
+    from nv_eval.client.commands._common import _ID_PREFIX
+    from nv_eval.protocol import is_id_prefix
+
+    assert bool(_ID_PREFIX.fullmatch(text)) == is_id_prefix(text)

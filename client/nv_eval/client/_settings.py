@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nv_eval.protocol import DEFAULT_PREFIX
-
 from ._errors import UsageError
+
+DEFAULT_PREFIX = "nveval"  # = nv_eval.protocol.DEFAULT_PREFIX (not imported: start-up time)
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,17 @@ import click
 
 from .._errors import UsageError
 
+# same rule as nv_eval.protocol.is_id_prefix, inlined: importing the protocol package costs
+# ~25 ms of the `status` start-up budget (a unit test keeps the two in step)
+_ID_PREFIX = re.compile(r"[0-9a-f]{1,16}(\.\d*)?")
+
 ID_ARG_HELP = "an invocation id, a job id (<invocation>.<n>) or a unique prefix of one"
 
 
 def check_id(value: str) -> str:
     """Reject what cannot be an invocation/job id (or a prefix) before touching the bus."""
-    from nv_eval.protocol import is_id_prefix
-
     v = value.strip().lower()
-    if not v or not is_id_prefix(v):
+    if not v or not _ID_PREFIX.fullmatch(v):
         raise UsageError(f"{value!r} is not an invocation or job id (16 hex characters, optionally .<n>, or a prefix)")
     return v
 
@@ -71,6 +73,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def echo_json(obj: Any) -> None:
+    """Pretty JSON of a msgspec struct or plain data."""
+    if isinstance(obj, (dict, list, str, int, float, bool)) or obj is None:
+        import json
+
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        return
     import msgspec
 
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
