@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from nv_eval.protocol import TERMINAL_STATES, Event, InvocationRecord
 
-from ._errors import EXIT_FAILED, EXIT_OK
+from ._errors import EXIT_FAILED, EXIT_OK, BusUnreachableError
 
 
 async def _stream(
@@ -36,8 +36,18 @@ async def _stream(
         last: list[InvocationRecord] = []
 
         async def watch_status() -> None:
+            down_since: float | None = None
             while True:
-                inv = (await client.status(invocation_id)).invocation
+                try:
+                    inv = (await client.status(invocation_id)).invocation
+                    down_since = None
+                except BusUnreachableError:  # e.g. the daemon restarts: keep following for a while
+                    loop = asyncio.get_running_loop()
+                    down_since = down_since or loop.time()
+                    if loop.time() - down_since > 60:
+                        raise
+                    await asyncio.sleep(poll)
+                    continue
                 last[:] = [inv]
                 if on_status:
                     on_status(inv)
