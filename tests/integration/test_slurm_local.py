@@ -19,6 +19,7 @@ from tests._support.slurm import RecordingContext, slurm_job, squeue_ids
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(180)]
 
 slurm_cluster = support.slurm_cluster
+OK_RESULTS = Path(__file__).resolve().parents[1] / "_support" / "slurm_results.json"
 
 
 def local_runtime(job: Any) -> SlurmRuntime:
@@ -76,3 +77,25 @@ async def test_missing_secret_fails_before_anything_is_submitted(slurm_cluster: 
         await rt.launch(RecordingContext(job))
     assert "NVE_SURELY_UNSET_SECRET" in e.value.message
     assert rt.conn.calls.get("sbatch", 0) == 0 and rt.conn.calls.get("bash", 0) == 0
+
+
+@pytest.mark.timeout(300)
+async def test_timeout_is_resubmitted_by_policy_and_counted(slurm_cluster: str, tmp_path: Path) -> None:
+    """A real TIMEOUT (time_limit 1 minute): the first run sleeps past it, the resubmitted run
+    finds the first run's marker (as the harness finds its request cache) and finishes."""
+    marker = tmp_path / "first-run-was-here"
+    ok_results = OK_RESULTS
+    job = slurm_job(tmp_path, time_limit="00:01:00", max_resubmits=1)
+    dest = Path(job.task_dir) / "results.json"
+    cmd = f"bash -c 'if [ -e {marker} ]; then cp {ok_results} {dest}; else touch {marker}; sleep 600; fi'"
+    job = slurm_job(tmp_path, invocation_id=job.invocation_id, time_limit="00:01:00", max_resubmits=1, harness_command=cmd)
+    rt = local_runtime(job)
+    ctx = RecordingContext(job)
+    h = await rt.launch(ctx)
+    with anyio.fail_after(280):
+        out = await rt.watch(ctx, h)
+    assert out.state == "succeeded", ctx.text()
+    assert h["resubmits"] == 1 and len(h["slurm_job_ids"]) == 2
+    assert any("ended TIMEOUT; resubmitted as" in ln for _, ln in ctx.logs)
+    assert [s for s, _ in ctx.statuses] == ["deploying", "running", "deploying", "running"]
+    assert len(ctx.results) == 1
