@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 from nv_eval.agents import Agent
+from nv_eval.agents._heartbeat import agent_version
 from nv_eval.agents.local import LocalExecutor
 from nv_eval.protocol import (
     CancelJob,
@@ -193,7 +194,7 @@ async def test_heartbeat_reports_capabilities_and_running_jobs(nats_url: str, pr
         tg.cancel_scope.cancel()
     b = beats[-1]
     assert b.agent_id == "a1" and b.executor == "local" and b.pool == "default"
-    assert "process" in b.capabilities
+    assert "process" in b.capabilities and b.version == agent_version() != "0"
     # the agent stopped, its job keeps running detached; stop it
     cancel_agent = await _agent(nats_url, prefix, tmp_path)
     col = EventCollector()

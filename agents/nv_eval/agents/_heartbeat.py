@@ -14,6 +14,18 @@ from nv_eval.protocol import Heartbeat, Subjects, encode
 log = structlog.get_logger("nv_eval.agents.heartbeat")
 
 
+def agent_version() -> str:
+    """The installed version of the agents (``nv-eval-agents`` alone, or the ``nv-eval`` workspace)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("nv-eval-agents", "nv-eval"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "0"
+
+
 async def heartbeat_loop(
     nc: NATS,
     subjects: Subjects,
@@ -25,10 +37,11 @@ async def heartbeat_loop(
     started_at: float,
     capabilities: Callable[[], list[str]],
     running_jobs: Callable[[], list[str]],
-    version: str = "0",
+    version: str | None = None,
 ) -> None:
     """Publish a :class:`Heartbeat` every ``interval_s`` until cancelled; never raises on bus errors."""
     hostname = socket.gethostname()
+    version = version or agent_version()
     subject = subjects.heartbeat(agent_id)
     while True:
         hb = Heartbeat(
