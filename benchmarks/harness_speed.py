@@ -97,7 +97,7 @@ def synthetic(n: int) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 # -- (1) bare aiohttp loop and (2) the engine's request phase -------------------------------------
-async def bare_loop(base_url: str, reqs: list[tuple[str, dict[str, Any]]], parallelism: int) -> float:
+async def bare_loop(base_url: str, reqs: list[tuple[str, dict[str, Any]]], parallelism: int) -> tuple[float, float]:
     """The floor: pooled session, ``parallelism`` coroutines posting msgspec-encoded bodies, reading JSON."""
     it = iter(enumerate(reqs))
     results: list[Any] = [None] * len(reqs)
@@ -109,27 +109,29 @@ async def bare_loop(base_url: str, reqs: list[tuple[str, dict[str, Any]]], paral
                 results[i] = dec(await r.read())
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=parallelism)) as session:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         async with asyncio.TaskGroup() as tg:
             for _ in range(parallelism):
                 tg.create_task(worker(session))
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert all(r is not None for r in results)
-    return elapsed
+    return elapsed, cpu
 
 
 async def engine_phase(
     base_url: str, reqs: list[tuple[str, dict[str, Any]]], parallelism: int, cache_dir: str | None = None
-) -> float:
+) -> tuple[float, float]:
+    """(request-phase seconds, client CPU seconds incl. the cache thread)."""
     from nv_eval.harness._engine import EngineConfig, RequestEngine
 
     async with RequestEngine(base_url, None, EngineConfig(parallelism=parallelism), cache_dir=cache_dir) as engine:
         n = 0
+        c0 = time.process_time()
         async with contextlib.aclosing(engine.map(reqs, total=len(reqs))) as it:
             async for _ in it:
                 n += 1
         assert n == len(reqs)
-        return engine.stats.request_phase_s
+        return engine.stats.request_phase_s, time.process_time() - c0
 
 
 # -- (3) end to end ----------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def e2e_lm_eval(base_url: str, n: int, parallelism: int, work: Path) -> dict[str
 
 # -- (4) peak RSS --------------------------------------------------------------------------------
 RSS_CHILD = """
-import asyncio, contextlib, resource, sys, time
+import asyncio, contextlib, sys, time
 sys.path.insert(0, sys.argv[4])
 from harness_speed import synthetic
 from nv_eval.harness._engine import EngineConfig, RequestEngine
@@ -203,7 +205,9 @@ async def main(base, n, par):
             async for _ in it:
                 k += 1
         assert k == n
-        print(k, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        # VmHWM, not ru_maxrss: after fork+exec ru_maxrss still carries the parent's high-water mark
+        hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+        print(k, time.perf_counter() - t0, hwm.split()[1])
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 """
@@ -240,13 +244,19 @@ def main() -> None:
         bare: list[float] = []
         eng: list[float] = []
         eng_cache: list[float] = []
+        cpu: dict[str, list[float]] = {"bare": [], "engine": [], "engine_cache": []}
         for r in range(a.rounds):  # interleaved, so machine noise hits both sides alike
-            bare.append(asyncio.run(bare_loop(stub.base_url, reqs, a.parallelism)))
-            eng.append(asyncio.run(engine_phase(stub.base_url, reqs, a.parallelism)))
-            eng_cache.append(asyncio.run(engine_phase(stub.base_url, reqs, a.parallelism, str(work / f"cache{r}"))))
+            for label, runs, coro in (
+                ("bare", bare, bare_loop(stub.base_url, reqs, a.parallelism)),
+                ("engine", eng, engine_phase(stub.base_url, reqs, a.parallelism)),
+                ("engine_cache", eng_cache, engine_phase(stub.base_url, reqs, a.parallelism, str(work / f"c{r}"))),
+            ):
+                wall, cpu_s = asyncio.run(coro)
+                runs.append(wall)
+                cpu[label].append(cpu_s)
             print(f"  round {r + 1}: bare {len(reqs) / bare[-1]:,.0f} req/s, engine {len(reqs) / eng[-1]:,.0f} "
                   f"req/s, engine+cache {len(reqs) / eng_cache[-1]:,.0f} req/s", flush=True)  # fmt: skip
-        warm = asyncio.run(engine_phase(stub.base_url, reqs, a.parallelism, str(work / "cache0")))
+        warm, _ = asyncio.run(engine_phase(stub.base_url, reqs, a.parallelism, str(work / "c0")))
         med = statistics.median
         report["bare_rps"] = len(reqs) / med(bare)
         report["engine_rps"] = len(reqs) / med(eng)
@@ -254,6 +264,7 @@ def main() -> None:
         report["engine_cache_hit_rps"] = len(reqs) / warm
         report["engine_vs_bare"] = med(bare) / med(eng)
         report["engine_cache_vs_bare"] = med(bare) / med(eng_cache)
+        report["client_cpu_us_per_request"] = {k: med(v) / len(reqs) * 1e6 for k, v in cpu.items()}
 
         if not a.skip_e2e:
             report["e2e_ours"] = e2e_ours(stub.base_url, len(reqs), a.parallelism, work)
@@ -278,6 +289,9 @@ def main() -> None:
     print(f"request phase, engine + cache    : {report['engine_cache_rps']:8,.0f} req/s  "
           f"= {report['engine_cache_vs_bare']:.0%} of bare")  # fmt: skip
     print(f"rerun served from the cache      : {report['engine_cache_hit_rps']:8,.0f} req/s")
+    c = report["client_cpu_us_per_request"]
+    print(f"client CPU per request (µs)      : bare {c['bare']:.0f}, engine {c['engine']:.0f}, "
+          f"engine+cache {c['engine_cache']:.0f} (load-independent)")  # fmt: skip
     for key, label in (("e2e_ours", "end to end, nv-eval-harness"), ("e2e_lm_eval", "end to end, lm-eval")):
         v = report.get(key)
         if v is None:
