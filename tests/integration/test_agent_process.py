@@ -269,3 +269,24 @@ async def test_relative_output_dir_is_resolved_against_the_agent_cwd(
     await nc.close()
     assert col.terminal(job.job_id).state == "succeeded", col.dump()  # type: ignore[union-attr]
     assert (tmp_path / "results" / job.invocation_id / "t0" / "results.json").exists()
+
+
+async def test_cancel_written_to_the_bucket_stops_a_running_job(nats_url: str, prefix: str, tmp_path: Path) -> None:
+    """No control request at all: the cancel bucket alone stops a job already running."""
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    job = make_job(tmp_path, extra={"steps": 1000, "step_s": 0.1})
+    agent = await _agent(nats_url, prefix, tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await publish_job(js, prefix, job)
+        await col.wait_for(lambda: any(isinstance(e, ProgressEvent) for e in col.of(job.job_id)), 20, "progress")
+        pid = int((Path(job.task_dir) / "launches.txt").read_text().split()[0])
+        kv = await js.key_value(Subjects(prefix).cancel_bucket)
+        await kv.put(job.job_id, b"killed")
+        await col.wait_for(lambda: col.terminal(job.job_id) is not None, 5, "killed status")
+        assert not pid_alive(pid)
+        tg.cancel_scope.cancel()
+    await nc.close()
+    assert col.terminal(job.job_id).state == "killed"  # type: ignore[union-attr]

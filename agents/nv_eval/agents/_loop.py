@@ -141,6 +141,7 @@ class Agent:
                 sub = await nc.subscribe(self.subjects.control(self.agent_id))
                 tg.start_soon(self._serve_control, sub)
                 tg.start_soon(self._heartbeats)
+                tg.start_soon(self._watch_cancels)
                 await self._reattach_all(tg)
                 tg.start_soon(self._consume)
                 self.log.info("agent started", data_dir=str(self.data_dir), max_jobs=self.max_jobs)
@@ -343,6 +344,41 @@ class Agent:
         except Exception as e:  # noqa: BLE001 - unknown: run it; a cancel via control still works
             self.log.warning("cancel bucket lookup failed", job_id=job_id, error=repr(e))
             return False
+
+    async def _watch_cancels(self) -> None:
+        """Second path for cancels (besides ``CancelJob``): a key written to the cancel bucket for a
+        job running here stops it, so a kill is not missed when the control request was."""
+        assert self._js is not None
+        delay = 1.0
+        while True:
+            try:
+                with anyio.fail_after(10):
+                    kv = await self._js.key_value(self.subjects.cancel_bucket)
+                    watcher = await kv.watchall(ignore_deletes=True)
+                delay = 1.0
+                try:
+                    while True:
+                        try:
+                            entry = await watcher.updates(timeout=5.0)
+                        except (NatsTimeoutError, TimeoutError):
+                            continue
+                        if entry is not None and entry.key in self._running:
+                            rj = self._running[entry.key]
+                            if not rj.ctx.cancelled.is_set():
+                                self.log.info("cancel found in the cancel bucket", job_id=entry.key)
+                                self._request_stop(entry.key, "killed by user")
+                finally:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                        try:
+                            await watcher.stop()
+                        except Exception:  # noqa: BLE001
+                            pass
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as e:  # noqa: BLE001 - bucket not there yet, bus trouble: retry
+                self.log.debug("cancel bucket watch restarting", error=repr(e))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _publisher(self) -> EventPublisher:
         assert self._pub is not None
