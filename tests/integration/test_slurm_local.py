@@ -97,5 +97,6 @@ async def test_timeout_is_resubmitted_by_policy_and_counted(slurm_cluster: str, 
     assert out.state == "succeeded", ctx.text()
     assert h["resubmits"] == 1 and len(h["slurm_job_ids"]) == 2
     assert any("ended TIMEOUT; resubmitted as" in ln for _, ln in ctx.logs)
-    assert [s for s, _ in ctx.statuses] == ["deploying", "running", "deploying", "running"]
+    # the second run may end before a poll sees it RUNNING
+    assert [s for s, _ in ctx.statuses][:3] == ["deploying", "running", "deploying"]
     assert len(ctx.results) == 1
