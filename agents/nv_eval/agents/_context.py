@@ -128,7 +128,7 @@ class AgentJobContext:
             # JetStream acknowledged it. A restarted agent re-sends what is left (same msg id: no duplicate).
             data = encode(ev).decode()
             self.entry.outbox.append(data)
-            self._state.save(self.entry)
+            self._state.save(self.entry, durable=False)
             self.last_published = await self._pub.publish(ev)
             if self.last_published:
                 self.entry.outbox.remove(data)
@@ -146,7 +146,7 @@ class AgentJobContext:
                 if not await self._pub.publish(ev):
                     break
                 self.entry.outbox.remove(data)
-            self._state.save(self.entry)
+            self._state.save(self.entry, durable=False)
             return not self.entry.outbox
 
     # ------------------------------------------------------------------ JobContext API

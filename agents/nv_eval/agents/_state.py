@@ -50,15 +50,18 @@ class JobEntry(msgspec.Struct, kw_only=True, omit_defaults=True):
         return self.state in ("succeeded", "failed", "killed")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a crash leaves either the old or the new content."""
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so a crash leaves either the old or the new content.
+
+    Without ``fsync`` the write survives a process crash (SIGKILL) but not a power loss."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -148,8 +151,9 @@ class AgentState:
         self._jobs[entry.job.job_id] = entry
         self.save(entry)
 
-    def save(self, entry: JobEntry) -> None:
-        atomic_write(self._path(entry.job.job_id), msgspec.json.encode(entry))
+    def save(self, entry: JobEntry, *, durable: bool = True) -> None:
+        """Persist ``entry``; ``durable=False`` skips the fsync (per-event writes: seq, outbox, offsets)."""
+        atomic_write(self._path(entry.job.job_id), msgspec.json.encode(entry), fsync=durable)
 
     def ended_with_outbox(self) -> list[JobEntry]:
         """Ended jobs with events not yet acknowledged (the agent stopped or the bus was down)."""
