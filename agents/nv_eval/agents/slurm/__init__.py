@@ -80,15 +80,20 @@ class SlurmExecutor(Executor):
 
     def describe(self, jobs: Sequence[JobSpec]) -> str:
         parts: list[str] = []
+        groups: dict[str, list[JobSpec]] = {}
         for j in jobs:
             ex = j.execution
             if not isinstance(ex, SlurmExecution):
                 parts.append(f"# {j.job_id}: not a slurm job")
                 continue
+            groups.setdefault(f"{_key(ex)} {ex.placement}", []).append(j)
+        for js in groups.values():
+            ex = js[0].execution
+            assert isinstance(ex, SlurmExecution)
             where = f"remote: ssh {_key(ex)}" if ex.hostname else "local: on the login node"
             rt = SlurmRuntime(LocalConn() if not ex.hostname else _DescribeConn(), poll_interval=ex.poll_interval)
-            parts.append(f"# {where}, placement per task")
-            parts.append(rt.describe([j]))
+            parts.append(f"# {where}, placement per {ex.placement}")
+            parts.append(rt.describe(js))
         return "\n".join(parts)
 
 

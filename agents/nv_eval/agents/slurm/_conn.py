@@ -71,6 +71,10 @@ class Conn(abc.ABC):
     @abc.abstractmethod
     async def mkdir(self, path: str) -> None: ...
 
+    @abc.abstractmethod
+    async def remove(self, path: str) -> bool:
+        """Remove a file; False when it did not exist."""
+
     async def aclose(self) -> None:  # noqa: B027
         pass
 
@@ -113,6 +117,16 @@ class LocalConn(Conn):
 
     async def mkdir(self, path: str) -> None:
         await anyio.to_thread.run_sync(lambda: Path(path).mkdir(parents=True, exist_ok=True))
+
+    async def remove(self, path: str) -> bool:
+        def _rm() -> bool:
+            try:
+                os.unlink(path)
+                return True
+            except FileNotFoundError:
+                return False
+
+        return await anyio.to_thread.run_sync(_rm)
 
 
 @dataclass
@@ -267,6 +281,18 @@ class SshConn(Conn):
             await sftp.makedirs(path, exist_ok=True)
 
         await self._retrying("sftp mkdir", op, 30.0)
+
+    async def remove(self, path: str) -> bool:
+        import asyncssh
+
+        async def op(conn, sftp):  # type: ignore[no-untyped-def]
+            try:
+                await sftp.remove(path)
+                return True
+            except asyncssh.SFTPNoSuchFile:
+                return False
+
+        return await self._retrying("sftp remove", op, 30.0)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         self._drop()

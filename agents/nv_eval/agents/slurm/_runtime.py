@@ -22,6 +22,7 @@ import structlog
 from nv_eval.protocol import JobSpec, Results, SlurmExecution
 
 from .._runtime import JobContext, JobFailed, Outcome, Runtime
+from ._alloc import alloc_dir, alloc_handle, task_script, worker_script
 from ._conn import Conn, ConnError
 from ._poller import Poller, category
 from ._script import Paths, ScriptError, check_script, remote_task_dir, render_script, sbatch_argv, secret_names
@@ -62,14 +63,33 @@ class SlurmRuntime(Runtime):
         self.conn = conn
         self.poller = Poller(conn, poll_interval)
         self.submitter = Submitter(conn)
+        self._allocs: dict[str, str] = {}  # allocation dir -> slurm id of its current allocation
+        self._alloc_lock = anyio.Lock()
+        self._alloc_users: dict[str, set[str]] = {}  # allocation slurm id -> job ids watching it
+        self._cancelled: set[str] = set()  # job ids whose queued task script was withdrawn
+        self._stopping: set[str] = set()  # job ids being stopped
+        self.alloc_linger = 30
         self.max_outage = max_outage
 
     # ------------------------------------------------------------------ dry-run
     def describe(self, jobs: Sequence[JobSpec]) -> str:
         out: list[str] = []
         where = "over ssh" if self.conn.remote else "on this login node"
+        seen: set[str] = set()
         for job in jobs:
             paths = Paths(remote_task_dir(job))
+            if isinstance(job.execution, SlurmExecution) and job.execution.placement == "invocation":
+                a = alloc_dir(job)
+                try:
+                    if a not in seen:
+                        seen.add(a)
+                        out.append(f"# allocation of invocation {job.invocation_id}, {where}: {shlex.join(sbatch_argv(Paths(a)))}")
+                        out.append(worker_script(job, self.alloc_linger))
+                    out.append(f"# job {job.job_id} ({job.task.name}): task script {a}/queue/{int(job.index)}.sh")
+                    out.append(task_script(job))
+                except ScriptError as e:
+                    out.append(f"# error: {e}")
+                continue
             out.append(f"# job {job.job_id} ({job.task.name}), {where}: {shlex.join(sbatch_argv(paths))}")
             try:
                 out.append(render_script(job, paths.task_dir))
@@ -109,6 +129,8 @@ class SlurmRuntime(Runtime):
         job = ctx.job
         if not isinstance(job.execution, SlurmExecution):
             raise JobFailed(f"job {job.job_id} is not a slurm job")
+        if job.execution.placement == "invocation":
+            return await self._launch_alloc(ctx)
         paths = Paths(remote_task_dir(job))
         try:
             script = render_script(job, paths.task_dir)
@@ -183,6 +205,8 @@ class SlurmRuntime(Runtime):
 
     # ------------------------------------------------------------------ watch
     async def watch(self, ctx: JobContext, handle: dict[str, Any]) -> Outcome:
+        if handle.get("placement") == "invocation":
+            return await self._watch_alloc(ctx, handle)
         sid = str(handle["slurm_job_id"])
         self.poller.add(sid)
         try:
@@ -328,6 +352,9 @@ class SlurmRuntime(Runtime):
         sid = handle.get("slurm_job_id")
         if not sid:
             return
+        if handle.get("placement") == "invocation":
+            if not await self._stop_alloc_task(ctx, handle, timeout):
+                return  # other tasks of the invocation keep the allocation
         deadline = anyio.current_time() + timeout
         await self.conn.run(["scancel", str(sid)], timeout=timeout)
         while anyio.current_time() < deadline:
@@ -339,6 +366,145 @@ class SlurmRuntime(Runtime):
             await anyio.sleep(0.2)
         self.poller.wake()
         raise JobFailed(f"Slurm job {sid} still in the queue {timeout:.0f}s after scancel", failure_kind="infrastructure")
+
+    # ------------------------------------------------------------------ placement: invocation
+    async def _ensure_alloc(self, job: JobSpec) -> str:
+        """The live allocation of the job's invocation, submitting a new one when needed."""
+        a = alloc_dir(job)
+        async with self._alloc_lock:
+            sid = self._allocs.get(a)
+            if sid is not None:
+                info = self.poller.info.get(sid)
+                alive = info is None or category(info.state) in ("queued", "running")
+                if alive and await self.conn.read(f"{a}/closed") is None:
+                    return sid
+            apaths = Paths(a)
+            try:
+                await self.conn.mkdir(f"{a}/queue")
+                await self.conn.mkdir(apaths.logs)
+                await self.conn.write(apaths.script, worker_script(job, self.alloc_linger).encode(), 0o700)
+            except ConnError as e:
+                raise JobFailed(f"cannot write the allocation script: {e}", failure_kind="infrastructure") from None
+            sid = await self._submit(job, apaths)
+            self._allocs[a] = sid
+            return sid
+
+    async def _queue_task(self, job: JobSpec) -> None:
+        a = alloc_dir(job)
+        try:
+            await self.conn.write(f"{a}/queue/{int(job.index)}.sh", task_script(job).encode(), 0o700)
+        except ConnError as e:
+            raise JobFailed(f"cannot write the task script: {e}", failure_kind="infrastructure") from None
+
+    async def _launch_alloc(self, ctx: JobContext) -> dict[str, Any]:
+        job = ctx.job
+        paths = Paths(remote_task_dir(job))
+        try:
+            task_script(job)
+            worker_script(job)
+        except ScriptError as e:
+            raise JobFailed(str(e), failure_kind="evaluation") from None
+        try:
+            await self.conn.mkdir(paths.logs)
+            await self.conn.mkdir(f"{alloc_dir(job)}/queue")
+        except ConnError as e:
+            raise JobFailed(f"cannot create the task dir: {e}", failure_kind="infrastructure") from None
+        await self._queue_task(job)
+        sid = await self._ensure_alloc(job)
+        handle: dict[str, Any] = {
+            **alloc_handle(job),
+            "task_dir": paths.task_dir,
+            "slurm_job_id": sid,
+            "slurm_job_ids": [sid],
+            "resubmits": 0,
+            "offsets": {},
+            "submitted_at": time.time(),
+        }
+        await ctx.save_handle(handle)
+        await ctx.log([f"queued in the invocation's Slurm allocation {sid} ({alloc_dir(job)})"], "agent")
+        await ctx.status("deploying", message=f"Slurm allocation {sid}")
+        return handle
+
+    async def _watch_alloc(self, ctx: JobContext, handle: dict[str, Any]) -> Outcome:
+        job_id = ctx.job.job_id
+        a, n = handle["alloc_dir"], int(handle["task_index"])
+        self._allocs.setdefault(a, str(handle["slurm_job_id"]))
+        free_requeues = 0
+        while True:
+            sid = str(handle["slurm_job_id"])
+            self.poller.add(sid)
+            self._alloc_users.setdefault(sid, set()).add(job_id)
+            try:
+                await self.poller.wait_next()
+                await self._safe_pump(ctx, handle)
+                if job_id in self._cancelled:
+                    return Outcome(state="killed", message="withdrawn from the allocation before it started")
+                rc = await self._exit_code(handle, sid)
+                if rc is not None:
+                    await self._safe_pump(ctx, handle, final=True)
+                    return await self._outcome(ctx, handle, sid, "COMPLETED" if rc == 0 else "FAILED", rc)
+                if time.monotonic() - self.poller.last_ok > self.max_outage:
+                    return Outcome(state="failed", message=f"cluster unreachable: {self.poller.last_error}",
+                                   failure_kind="infrastructure")  # fmt: skip
+                info = self.poller.info.get(sid)
+                if info is None:
+                    continue
+                cat = category(info.state)
+                if cat in ("queued", None):
+                    continue
+                if cat == "running":
+                    if handle.get("running_for") != sid and await self.conn.read(f"{a}/claimed/{n}.pid") is not None:
+                        handle["running_for"] = sid
+                        await ctx.save_handle(handle)
+                        await ctx.status("running", message=f"running in Slurm allocation {sid}")
+                    continue
+                # the allocation ended without our exit code
+                await anyio.sleep(0.5)
+                rc = await self._exit_code(handle, sid)
+                if rc is not None:
+                    continue
+                if ctx.cancelled.is_set() or cat == "cancelled":
+                    return await self._outcome(ctx, handle, sid, info.state, None)
+                limit = ctx.job.execution.max_resubmits if isinstance(ctx.job.execution, SlurmExecution) else 0
+                resubmits = int(handle.get("resubmits", 0))
+                if cat == "resubmit":
+                    if resubmits >= limit:
+                        return Outcome(state="failed", failure_kind="infrastructure",
+                                       message=f"Slurm allocation {sid} ended {info.state}; gave up after {resubmits} resubmit(s)")  # fmt: skip
+                    handle["resubmits"] = resubmits + 1
+                elif cat == "succeeded" and free_requeues < 3:
+                    free_requeues += 1  # the worker closed just as our task arrived
+                else:
+                    return Outcome(state="failed", failure_kind="infrastructure",
+                                   message=f"Slurm allocation {sid} ended {info.state} before the task finished")  # fmt: skip
+                await self._queue_task(ctx.job)
+                new = await self._ensure_alloc(ctx.job)
+                handle["slurm_job_id"] = new
+                if new not in handle.setdefault("slurm_job_ids", []):
+                    handle["slurm_job_ids"].append(new)
+                await ctx.save_handle(handle)
+                await ctx.log([f"Slurm allocation {sid} ended {info.state}; task queued in allocation {new}"], "agent")
+                await ctx.status("deploying", message=f"{info.state}: moved to Slurm allocation {new}")
+            finally:
+                self.poller.remove(sid)
+                users = self._alloc_users.get(sid)
+                if users is not None:
+                    users.discard(job_id)
+
+    async def _stop_alloc_task(self, ctx: JobContext, handle: dict[str, Any], timeout: float) -> bool:
+        """Withdraw or kill one task of an allocation; True when the allocation itself should go."""
+        a, n, sid = handle["alloc_dir"], int(handle["task_index"]), str(handle["slurm_job_id"])
+        self._stopping.add(ctx.job.job_id)
+        if await self.conn.remove(f"{a}/queue/{n}.sh"):
+            self._cancelled.add(ctx.job.job_id)
+        else:
+            await self.conn.write(f"{a}/cancel/{n}", b"")
+            with anyio.move_on_after(timeout):
+                while await self._exit_code(handle, sid) is None:
+                    await anyio.sleep(0.3)
+        self.poller.wake()
+        others = self._alloc_users.get(sid, set()) - self._stopping - {ctx.job.job_id}
+        return not others
 
     async def teardown(self, ctx: JobContext, handle: dict[str, Any]) -> None:
         """Nothing to remove: the job's files stay in its task dir on the cluster."""

@@ -208,11 +208,18 @@ def render_script(job: JobSpec, task_dir: str | None = None) -> str:
     if not isinstance(ex, SlurmExecution):
         raise ScriptError(f"job {job.job_id} is not a slurm job (execution.type={type(ex).__name__})")
     paths = Paths(task_dir or remote_task_dir(job))
+    lines = ["#!/bin/bash"]
+    lines += sbatch_directives(ex, name=job_name(job), secret_names=secret_names(job))
+    return "\n".join(lines + task_body(job, paths)) + "\n"
+
+
+def task_body(job: JobSpec, paths: Paths) -> list[str]:
+    """The shell lines that run one task (after the #SBATCH header, or as an allocation's task script)."""
+    ex = job.execution
+    assert isinstance(ex, SlurmExecution)
     _single_line("task dir", paths.task_dir)
     names = secret_names(job)
-    lines = ["#!/bin/bash"]
-    lines += sbatch_directives(ex, name=job_name(job), secret_names=names)
-    lines += [
+    lines = [
         f"# nv-eval job {shlex.quote(job.job_id)} attempt {int(job.attempt)}",
         "set -u",
         f"cd {shlex.quote(paths.task_dir)} || exit 1",
@@ -236,7 +243,7 @@ def render_script(job: JobSpec, task_dir: str | None = None) -> str:
         f'printf "%s\\n" "$rc" >{shlex.quote(paths.logs)}/exit_code."${{SLURM_JOB_ID}}"',
         'exit "$rc"',
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def sbatch_argv(paths: Paths) -> list[str]:
