@@ -102,7 +102,7 @@ def test_request_key_canonical_and_ignores_non_semantic_fields() -> None:
     assert a != request_key("/completions", {"echo": True, "max_tokens": 2, "prompt": "x"})
 
 
-def test_cache_reports_rows_only_after_commit_and_persists(tmp_path: Path) -> None:
+async def test_cache_reports_rows_only_after_commit_and_persists(tmp_path: Path) -> None:
     committed: list[int] = []
     done = threading.Event()
 
@@ -116,14 +116,16 @@ def test_cache_reports_rows_only_after_commit_and_persists(tmp_path: Path) -> No
             done.set()
 
     cache = RequestCache(tmp_path, on_committed, lambda t, e: None)
+    assert cache.is_empty()
     for k in range(1000):
         cache.put(request_key("/p", {"k": k}), b'{"k":%d}' % k, k)
-    assert done.wait(10)
+    assert await asyncio.to_thread(done.wait, 10)  # batches go on their own (size or age)
+    cache.flush()
     cache.close()
     assert sorted(committed) == list(range(1000))
     again = RequestCache(tmp_path, lambda t: None, lambda t, e: None)
     try:
-        assert len(again) == 1000
+        assert len(again) == 1000 and not again.is_empty()
         assert again.get(request_key("/p", {"k": 7})) == b'{"k":7}'
         assert again.get(request_key("/p", {"k": 1000})) is None
     finally:

@@ -4,26 +4,27 @@ Key: sha256 of the canonical JSON (sorted keys, no whitespace) of ``[path, body]
 non-semantic body fields (:data:`NON_SEMANTIC_FIELDS`) removed. Value: the response body bytes
 exactly as the endpoint returned them (so a rerun decodes the very same bytes).
 
-Writes go through one background thread that commits in batches: a batch is committed when
-it is :data:`BATCH_SECONDS` old or holds :data:`BATCH_ROWS` rows. Only *after* a row's batch
+Writes are gathered in the event loop thread and handed to one background committer thread a
+batch at a time: a batch goes when it is :data:`BATCH_SECONDS` old or holds :data:`BATCH_ROWS`
+rows (the committer merges batches that queue up while it commits). Only *after* a row's batch
 has committed is the caller's ``on_committed`` callback invoked (the engine reports a
 request as completed only then). With ``journal_mode=WAL`` + ``synchronous=NORMAL`` a
 committed transaction survives a SIGKILL of the process (it is in the WAL, recovered on the
 next open), and SQLite's journalling means a kill at any instant never corrupts the file.
 
 Loss bound on SIGKILL: only responses received but not yet committed, i.e. at most the rows
-of the open batch (≤ ``BATCH_ROWS``, ≤ ``BATCH_SECONDS`` worth) plus the batch being
-committed at that instant. None of those had been reported as completed, so "every request
+of the open batch (≤ ``BATCH_ROWS``, ≤ ``BATCH_SECONDS`` worth) plus the batches queued for or
+being committed at that instant (each ≤ ``BATCH_ROWS``; in practice one). None of those had been reported as completed, so "every request
 reported completed is never sent again" holds exactly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class RequestCache:
         self._on_committed = on_committed
         self._on_error = on_error
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: list[tuple[bytes, bytes, Any]] = []
+        self._timer: asyncio.TimerHandle | None = None
         self._thread = threading.Thread(target=self._run, name="nv-eval-cache-writer", daemon=True)
         self._thread.start()
         self.batches_committed = 0
@@ -106,32 +109,51 @@ class RequestCache:
     def __len__(self) -> int:
         return int(self._reader.execute("SELECT count(*) FROM responses").fetchone()[0])
 
+    def is_empty(self) -> bool:
+        return self._reader.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None
+
     def put(self, key: bytes, value: bytes, token: Any) -> None:
-        """Queue a row; ``token`` is handed to ``on_committed`` after the row is durable."""
-        self._q.put((key, value, token))
+        """Queue a row (call from the event loop thread); ``token`` goes to ``on_committed`` once durable.
+
+        Rows are gathered here and handed to the committer one batch at a time (a thread wake-up
+        per row would cost more than the request), after :data:`BATCH_SECONDS` or at
+        :data:`BATCH_ROWS` rows, whichever comes first.
+        """
+        pending = self._pending
+        pending.append((key, value, token))
+        if len(pending) >= BATCH_ROWS:
+            self.flush()
+        elif len(pending) == 1:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Hand the gathered rows to the committer now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._q.put(batch)
 
     def _run(self) -> None:
         q = self._q
-        stopping = False
-        while not stopping:
-            first = q.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            deadline = time.monotonic() + BATCH_SECONDS
-            while len(batch) < BATCH_ROWS:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
+        while True:
+            batch = q.get()
+            if batch is _STOP:
+                return
+            stop = False
+            while len(batch) < BATCH_ROWS * 4:  # merge what else is waiting into one transaction
                 try:
-                    item = q.get(timeout=remaining)
+                    more = q.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    stopping = True
+                if more is _STOP:
+                    stop = True
                     break
-                batch.append(item)
+                batch = batch + more
             self._commit(batch)
+            if stop:
+                return
 
     def _commit(self, batch: list[tuple[bytes, bytes, Any]]) -> None:
         tokens = [t for _, _, t in batch]
@@ -147,7 +169,9 @@ class RequestCache:
         self._on_committed(tokens)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, stop the committer (bounded wait) and close both connections."""
+        """Commit what is queued, stop the committer (bounded wait) and close both connections.
+
+        Call :meth:`flush` from the loop thread first (the engine does)."""
         self._q.put(_STOP)
         self._thread.join(timeout)
         if self._thread.is_alive():

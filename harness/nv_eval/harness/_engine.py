@@ -137,6 +137,7 @@ class RequestEngine:
             self._session = None
             if self._cache is not None:
                 cache, self._cache = self._cache, None
+                cache.flush()
                 await asyncio.to_thread(cache.close)
 
     # -- cache committer callbacks (run in the committer thread) ------------------------------
@@ -241,6 +242,9 @@ class RequestEngine:
         if total is None and isinstance(requests, Sized):
             total = len(requests)
         cache = self._cache
+        # a cache empty at the start cannot hit (a duplicate within this run is simply sent again):
+        # skip the per-request lookups
+        lookup = cache is not None and not cache.is_empty()
         stats = self.stats
         on_progress = self.on_progress
         out: asyncio.Queue[Any] = asyncio.Queue()
@@ -256,7 +260,7 @@ class RequestEngine:
                     key = None
                     if cache is not None:
                         key = request_key(path, body)
-                        hit = cache.get(key)
+                        hit = cache.get(key) if lookup else None
                         if hit is not None:
                             stats.cached_requests += 1
                             out.put_nowait((i, _decode(hit)))
