@@ -100,3 +100,74 @@ async def test_timeout_is_resubmitted_by_policy_and_counted(slurm_cluster: str, 
     # the second run may end before a poll sees it RUNNING
     assert [s for s, _ in ctx.statuses][:3] == ["deploying", "running", "deploying"]
     assert len(ctx.results) == 1
+
+
+@pytest.mark.parametrize("concurrency", ["sequential", "parallel"])
+async def test_invocation_placement_runs_all_tasks_in_one_allocation(
+    slurm_cluster: str, tmp_path: Path, concurrency: str
+) -> None:
+    first = slurm_job(tmp_path, task="t0", placement="invocation")
+    inv = first.invocation_id
+    jobs = []
+    for i in range(3):
+        task_dir = tmp_path / inv / f"t{i}"
+        # each task records when it ran, then "finishes" with a results document
+        cmd = (f"bash -c 'date +%s.%N >{task_dir}/start; sleep 2; date +%s.%N >{task_dir}/end; "
+               f"cp {OK_RESULTS} {task_dir}/results.json'")  # fmt: skip
+        jobs.append(slurm_job(tmp_path, task=f"t{i}", index=i, invocation_id=inv, placement="invocation",
+                              task_concurrency=concurrency, harness_command=cmd))  # fmt: skip
+    rt = local_runtime(jobs[0])
+    rt.alloc_linger = 3
+    ctxs = [RecordingContext(j) for j in jobs]
+    outs: dict[int, Any] = {}
+
+    async def one(i: int) -> None:
+        h = await rt.launch(ctxs[i])
+        outs[i] = await rt.watch(ctxs[i], h)
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(one, i)
+    assert [outs[i].state for i in range(3)] == ["succeeded"] * 3
+    assert rt.conn.calls["sbatch"] == 1
+    assert len({c.handle["slurm_job_id"] for c in ctxs}) == 1
+    spans = sorted(
+        (float((tmp_path / inv / f"t{i}" / "start").read_text()), float((tmp_path / inv / f"t{i}" / "end").read_text()))
+        for i in range(3)
+    )
+    overlapping = any(spans[k + 1][0] < spans[k][1] for k in range(2))
+    assert overlapping == (concurrency == "parallel"), spans
+
+
+async def test_invocation_placement_kill_stops_tasks_and_the_allocation(slurm_cluster: str, tmp_path: Path) -> None:
+    first = slurm_job(tmp_path, task="k0", placement="invocation")
+    jobs = [
+        slurm_job(tmp_path, task=f"k{i}", index=i, invocation_id=first.invocation_id, placement="invocation",
+                  harness_command="bash -c 'sleep 300'")  # fmt: skip
+        for i in range(2)
+    ]  # sequential: k0 runs, k1 waits in the queue of the allocation
+    rt = local_runtime(jobs[0])
+    ctxs = [RecordingContext(j) for j in jobs]
+    handles = [await rt.launch(c) for c in ctxs]
+    sid = handles[0]["slurm_job_id"]
+    outs: dict[int, Any] = {}
+
+    async def watch(i: int) -> None:
+        outs[i] = await rt.watch(ctxs[i], handles[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(2):
+            tg.start_soon(watch, i)
+        with anyio.fail_after(60):
+            while not any(s == "running" for s, _ in ctxs[0].statuses):
+                await anyio.sleep(0.1)
+        for c in ctxs:
+            c.cancelled.set()
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as stops:
+                for c, h in zip(ctxs, handles, strict=True):
+                    stops.start_soon(rt.stop, c, h)
+    assert [outs[0].state, outs[1].state] == ["killed", "killed"]
+    assert sid not in squeue_ids()
+    assert not (Path(jobs[1].task_dir) / "logs" / f"exit_code.{sid}").exists()  # k1 never started
