@@ -96,13 +96,13 @@ class DockerRuntime(Runtime):
                         seen.add(group_of(job))
                         shared = len(job.group_jobs) or 1
                         out.append(f"# deployment {group_of(job)} ({spec.type}, shared by {shared} job(s))")
-                        out.append(json.dumps({**cspec.describe(), "health": spec.health_path}, indent=2))
+                        out.append(_render({**cspec.describe(), "health": spec.health_path}))
                 if network_for(job) == bridge_network_name(job.invocation_id) and job.invocation_id not in seen:
                     seen.add(job.invocation_id)
                     out.append(f"# network {network_for(job)} (bridge, created for this invocation, removed at the end)")
                 bspec = benchmark_spec(job, base)
                 out.append(f"# job {job.job_id} ({job.task.name}) -> {job.task_dir}")
-                out.append(json.dumps(bspec.describe(), indent=2))
+                out.append(_render(bspec.describe()))
             except (DeploymentSpecError, DockerArgsError, ValueError) as e:
                 out.append(f"# job {job.job_id} ({job.task.name}): error: {e}")
         return "\n".join(out)
@@ -301,6 +301,11 @@ class DockerRuntime(Runtime):
             inv = (n.get("Labels") or {}).get(LABEL_INVOCATION)
             if inv not in live_invocations:
                 await remove_network_if_unused(docker, n["Name"])
+
+
+def _render(spec: dict[str, Any]) -> str:
+    """One ``key: <JSON value>`` line per field (commands stay on one line, exact and copyable)."""
+    return "\n".join(f"  {k}: {json.dumps(v)}" for k, v in spec.items())
 
 
 def _last_line(p: Path) -> str | None:
