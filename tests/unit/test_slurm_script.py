@@ -196,3 +196,23 @@ def test_container_runtimes_text(tmp_path: Path) -> None:
     assert "\n/opt/venv/bin/nv-eval-harness run --task arc_easy" in none
     for t in (pyxis, app, dock, none):
         _bash_n(t, tmp_path)
+
+
+def test_invocation_placement_dry_run_shows_one_allocation_and_every_task(tmp_path: Path) -> None:
+    from nv_eval.agents.slurm._alloc import task_script, worker_script
+
+    first = slurm_job(tmp_path, task="arc_easy", placement="invocation", task_concurrency="parallel")
+    jobs = [
+        first,
+        slurm_job(tmp_path, task="gsm8k", index=1, invocation_id=first.invocation_id, placement="invocation",
+                  task_concurrency="parallel"),  # fmt: skip
+    ]
+    dry = SlurmExecutor().describe(jobs)
+    assert dry.count("#!/bin/bash\n#SBATCH") == 1  # one allocation script
+    assert "queue/0.sh" in dry and "queue/1.sh" in dry
+    assert "PAR=1" in dry
+    w = worker_script(first)
+    check_script(w)
+    _bash_n(w, tmp_path)
+    _bash_n(task_script(jobs[1]), tmp_path)
+    assert "#SBATCH" not in task_script(jobs[1])
