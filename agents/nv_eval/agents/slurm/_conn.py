@@ -146,8 +146,10 @@ class SshConn(Conn):
 
     remote = True
 
-    def __init__(self, target: SshTarget, *, retry_for: float = 60.0) -> None:
+    def __init__(self, target: SshTarget, *, retry_for: float = 60.0, max_channels: int = 8) -> None:
         super().__init__()
+        # sshd's MaxSessions is often 10: never open more exec channels at once than that
+        self._channels = anyio.Semaphore(max_channels)
         self.target = target
         self._identity = os.path.expanduser(target.identity_file) if target.identity_file else None
         self._known_hosts = os.path.expanduser(target.known_hosts) if target.known_hosts else None
@@ -242,7 +244,8 @@ class SshConn(Conn):
         cmd = shlex.join(argv)
 
         async def op(conn, sftp):  # type: ignore[no-untyped-def]
-            r = await conn.run(cmd, input=stdin or None, check=False, encoding=None)
+            async with self._channels:
+                r = await conn.run(cmd, input=stdin or None, check=False, encoding=None)
             out = r.stdout or b""
             err = r.stderr or b""
             rc = r.exit_status if r.exit_status is not None else 255
