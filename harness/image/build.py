@@ -310,6 +310,7 @@ def llama_deps_dir() -> tuple[Path, list[Path]]:
 def build_harness(base: str, site: Path, force: bool) -> None:
     deps_hash = tree_hash(site)
     deps_tag = f"nv-eval/harness-deps:{hashlib.sha256((base + deps_hash).encode()).hexdigest()[:12]}"
+    CURRENT.add(deps_tag)
     if force or not image_exists(deps_tag):
         log(f"{deps_tag}: building (third-party packages + benchmark data)")
         ctx = site.parent
@@ -357,6 +358,19 @@ def build_llamacpp(base: str, site: Path, force: bool) -> None:
     ), {"nv-eval.source-hash": h, "nv-eval.role": "deployment"})  # fmt: skip
 
 
+CURRENT: set[str] = set()
+
+
+def prune_old(repos: list[str], keep: set[str]) -> None:
+    """Remove superseded intermediate tags (docker refuses while an image is in use: ignored)."""
+    for repo in repos:
+        out = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repo],
+                             capture_output=True, text=True, timeout=60).stdout.split()  # fmt: skip
+        old = [t for t in out if t not in keep]
+        if old:
+            subprocess.run(["docker", "rmi", *old], capture_output=True, timeout=300)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--harness", action="store_true", help=f"build {HARNESS_IMAGE} (default when nothing is chosen)")
@@ -378,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         build_harness(base, sites["harness"][0], a.force)
     if a.llamacpp:
         build_llamacpp(base, sites["llamacpp"][0], a.force)
+    prune_old(["nv-eval/pybase", "nv-eval/harness-deps"], keep={base, *CURRENT})
     log(f"done in {time.monotonic() - t0:.1f}s")
     return 0
 

@@ -113,7 +113,7 @@ async def test_agent_sigkill_and_restart_completes_without_rerun(
     nc, js = await setup_bus(nats_url, prefix)
     col = EventCollector()
     await col.start(js, prefix)
-    jobs = _jobs(tmp_path, ["arc_challenge", "winogrande"], limit=4)
+    jobs = _jobs(tmp_path, ["arc_challenge", "winogrande"], limit=2)
     inv = jobs[0].invocation_id
     watch = ContainerWatch(inv)
     stop = anyio.Event()
