@@ -21,7 +21,14 @@ import structlog
 from nv_eval.protocol import JobSpec
 
 from .._runtime import JobContext, JobFailed
-from ..local._docker_ops import container_ip, create_and_start, ensure_image, last_logs, remove_container
+from ..local._docker_ops import (
+    container_ip,
+    create_and_start,
+    ensure_image,
+    last_logs,
+    remove_container,
+    remove_network_if_unused,
+)
 from ..local._docker_spec import (
     LABEL_AGENT,
     LABEL_GROUP,
@@ -113,6 +120,7 @@ class DockerDeployments:
             "done": [],
             "group_jobs": list(job.group_jobs) or [job.job_id],
             "invocation_id": job.invocation_id,
+            "network": network,
             "started_at": time.time(),
         }
         self._save(data)
@@ -199,6 +207,9 @@ class DockerDeployments:
             return
         with anyio.CancelScope(shield=True):
             await remove_container(self._docker(), rec["container_id"])
+            net = str(rec.get("network") or "")
+            if net.startswith("nv-eval-"):  # the per-invocation bridge network, once nothing uses it
+                await remove_network_if_unused(self._docker(), net)
         self._save(data)
         log.info("deployment removed", group=group)
         if ctx is not None:
