@@ -69,7 +69,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
 MinJobAge=30
-SchedulerParameters=defer
+SchedulerParameters=sched_interval=2,bf_interval=2
 SchedulerType=sched/backfill
 SlurmctldTimeout=30
 SlurmdTimeout=30

@@ -61,13 +61,15 @@ async def run_job(rt: SlurmRuntime, ctx: RecordingContext, timeout: float = 200)
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("placement", ["invocation", "task"])
 async def test_two_tasks_over_ssh_match_the_harness_as_a_process(
-    smollm2: Any, slurm_cluster: str, sshd_login: dict[str, Any], tmp_path: Path
+    smollm2: Any, slurm_cluster: str, sshd_login: dict[str, Any], tmp_path: Path, placement: str
 ) -> None:
     inv = new_invocation_id()
     params = TaskParams(limit_samples=2)
     jobs = [
-        slurm_job(tmp_path / "slurm", task=t, index=i, invocation_id=inv, endpoint_url=smollm2.url, params=params, **sshd_login)
+        slurm_job(tmp_path / "slurm", task=t, index=i, invocation_id=inv, endpoint_url=smollm2.url, params=params,
+                  placement=placement, **sshd_login)  # fmt: skip
         for i, t in enumerate(["arc_easy", "arc_challenge"])
     ]
     ex = SlurmExecutor()
@@ -93,7 +95,10 @@ async def test_two_tasks_over_ssh_match_the_harness_as_a_process(
         assert any(s == "stderr" for s, _ in ctx.logs)
     # one squeue per poll for both jobs, never one per job; everything over ONE ssh connection
     assert rt.conn.calls["squeue"] == rt.poller.polls
-    assert rt.conn.calls["sbatch"] == 2
+    # placement invocation: ONE allocation ran both tasks; task: one Slurm job per task
+    assert rt.conn.calls["sbatch"] == (1 if placement == "invocation" else 2)
+    sids = {c.handle["slurm_job_id"] for c in ctxs}
+    assert len(sids) == (1 if placement == "invocation" else 2)
     assert getattr(rt.conn, "connects", 0) == 1
 
     # the same tasks through the harness as a plain process give the same results
