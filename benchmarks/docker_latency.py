@@ -56,7 +56,7 @@ class TimingContext:
 
 def _jobs(out: str, tasks: list[str], deployment: dict[str, Any] | None) -> list[JobSpec]:
     doc: dict[str, Any] = {
-        "execution": {"type": "local", "runtime": "docker", "output_dir": out, "network": "bridge" if deployment else "host"},
+        "execution": {"type": "local", "runtime": "docker", "output_dir": out, "network": "host"},
         "target": {"api_endpoint": {"model_id": "smollm2-135m-instruct", "type": "completions"}},
         "evaluation": {"tasks": [{"name": t} for t in tasks], "params": {"limit_samples": 1}},
     }
@@ -90,11 +90,19 @@ async def first_log_latency(runs: int) -> list[float]:
     return out
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def cold_start() -> float:
     """Seconds from deployment `starting` to `ready` for the llama.cpp container (one cold start)."""
     rt = DockerRuntime()
     with tempfile.TemporaryDirectory() as tmp:
-        (job,) = _jobs(tmp, ["arc_challenge"], {"type": "llamacpp", "n_threads": 2, "readiness_timeout": 120})
+        (job,) = _jobs(tmp, ["arc_challenge"], {"type": "llamacpp", "n_threads": 2, "readiness_timeout": 120, "port": _free_port()})
         ctx = TimingContext(job)
         try:
             base = await rt.deployments.acquire(ctx)  # type: ignore[arg-type]
