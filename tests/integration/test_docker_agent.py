@@ -22,7 +22,7 @@ from tests._support.services import SMOLLM2_MODEL_ID
 
 from ._agent_helpers import EventCollector, publish_job, setup_bus, start_agent_process
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @pytest.fixture(scope="module")

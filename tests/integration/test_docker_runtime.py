@@ -109,6 +109,7 @@ async def test_no_deployment_host_network(docker_images: None, smollm2: Service,
         await rt.aclose()
 
 
+@pytest.mark.timeout(1800)  # ~2 x 30 echo requests; minutes on a loaded 2-core machine
 async def test_shared_llamacpp_deployment_three_tasks(docker_images: None, smollm2: Service, tmp_path: Path) -> None:
     """Three tasks share ONE llama.cpp container on a per-invocation bridge network; results equal the
     process runtime's on the same questions; nothing is left behind."""
@@ -156,6 +157,7 @@ async def test_shared_llamacpp_deployment_three_tasks(docker_images: None, smoll
         await rt.aclose()
 
 
+@pytest.mark.timeout(900)
 async def test_kill_mid_run_removes_everything(docker_images: None, tmp_path: Path) -> None:
     """Kill while the harness runs: every container (model and benchmark) gone within 10 s, jobs killed."""
     jobs = plan(_doc(tmp_path, ["hellaswag", "arc_challenge"], {"type": "llamacpp", "n_threads": 1,
