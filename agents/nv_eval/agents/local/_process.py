@@ -157,9 +157,12 @@ class ProcessRuntime(Runtime):
 
     async def _pump(self, ctx: JobContext, handle: dict[str, Any], out: LogTail, err: LogTail, *, final: bool) -> None:
         """Emit new output. Each event is preceded by staging the log offsets just past its lines,
-        so they are persisted together with the event's seq: a re-attach never repeats a line."""
+        so they are persisted together with the event's seq: a re-attach never repeats a line.
+        Consecutive progress lines of one poll are coalesced into the last one."""
         plain: list[str] = []
         plain_end = 0
+        prog: dict[str, Any] | None = None
+        prog_end = 0
 
         async def flush_plain() -> None:
             if plain:
@@ -168,20 +171,33 @@ class ProcessRuntime(Runtime):
                 await ctx.log(list(plain), "stdout")
                 plain.clear()
 
+        async def flush_prog() -> None:
+            nonlocal prog
+            if prog is not None:
+                handle["stdout_offset"] = prog_end
+                ctx.stage_handle(handle)
+                await ctx.progress(
+                    int(prog.get("done", 0)), int(prog.get("total", 0)), prog.get("rps"), prog.get("eta_s")
+                )
+                prog = None
+
         for line, end in out.read(final=final):
-            prog = _progress(line)
-            if prog is None:
+            parsed = _progress(line)
+            if parsed is None:
+                await flush_prog()
                 plain.append(line)
                 plain_end = end
                 continue
             await flush_plain()
-            handle["stdout_offset"] = end
-            ctx.stage_handle(handle)
-            if prog.get("event") == "progress":
-                await ctx.progress(
-                    int(prog.get("done", 0)), int(prog.get("total", 0)), prog.get("rps"), prog.get("eta_s")
-                )
+            if parsed.get("event") == "progress":
+                prog, prog_end = parsed, end
+            elif prog is not None:
+                prog_end = end  # the final "done" line: persisted with the pending progress event
+            else:
+                handle["stdout_offset"] = end
+                ctx.stage_handle(handle)
         await flush_plain()
+        await flush_prog()
         lines = err.read(final=final)
         if lines:
             handle["stderr_offset"] = lines[-1][1]
