@@ -15,7 +15,17 @@ from typing import Any
 
 import anyio
 import pytest
-from nv_eval.protocol import CancelJob, ControlReply, DeploymentEvent, JobSpec, ProgressEvent, Subjects, decode, encode
+from nv_eval.protocol import (
+    CancelJob,
+    ControlReply,
+    DeploymentEvent,
+    JobSpec,
+    LogEvent,
+    ProgressEvent,
+    Subjects,
+    decode,
+    encode,
+)
 
 from tests._support.docker import build_images, docker_ps, plan, remove_labelled, start_dockerd
 from tests._support.services import SMOLLM2_MODEL_ID
@@ -40,6 +50,11 @@ def _jobs(tmp: Path, tasks: list[str], limit: int) -> list[JobSpec]:
         "evaluation": {"tasks": [{"name": t} for t in tasks], "params": {"limit_samples": limit}},
     }  # fmt: skip
     return plan(doc)
+
+
+def _logged(col: EventCollector, job: JobSpec) -> bool:
+    """The job's container runs and has written to stderr (or reported progress)."""
+    return any(isinstance(e, ProgressEvent) or (isinstance(e, LogEvent) and e.stream == "stderr") for e in col.of(job.job_id))
 
 
 class ContainerWatch:
@@ -83,10 +98,7 @@ async def test_agent_kill_mid_run_removes_every_container(
     try:
         for j in jobs:
             await publish_job(js, prefix, j)
-        await col.wait_for(
-            lambda: all(any(isinstance(e, ProgressEvent) for e in col.of(j.job_id)) for j in jobs), 240,
-            "progress of every job",
-        )
+        await col.wait_for(lambda: all(_logged(col, j) for j in jobs), 300, "every harness container logging")
         t0 = time.monotonic()
         kv = await js.key_value(Subjects(prefix).cancel_bucket)
         for j in jobs:  # what the daemon does on kill: the KV key and the control request
@@ -124,10 +136,7 @@ async def test_agent_sigkill_and_restart_completes_without_rerun(
             tg.start_soon(watch.run, stop)
             for j in jobs:
                 await publish_job(js, prefix, j)
-            await col.wait_for(
-                lambda: all(any(isinstance(e, ProgressEvent) for e in col.of(j.job_id)) for j in jobs), 240,
-                "progress of every job",
-            )
+            await col.wait_for(lambda: all(_logged(col, j) for j in jobs), 300, "every harness container logging")
             agent.send_signal(signal.SIGKILL)
             agent.wait(5)
             await anyio.sleep(2)  # containers keep running while the agent is down
