@@ -7,10 +7,10 @@ from nv_eval.agents.local._docker_follow import _split, progress_of, ts_to_ns
 
 def test_timestamps_with_trimmed_fractions_order_correctly() -> None:
     a = ts_to_ns("2026-11-28T12:00:00.1Z")
-    b = ts_to_ns("2026-11-28T12:00:00.09999Z")
+    b = ts_to_ns("2026-11-28T12:00:00.10001Z")
     c = ts_to_ns("2026-11-28T12:00:00.123456789Z")
     assert a is not None and b is not None and c is not None
-    assert b < a < c  # a string comparison would order "0.1" after "0.09999" correctly but not in general
+    assert a < b < c  # as strings, "00.1Z" > "00.10001Z" ('Z' sorts after '0'): compare numbers
     assert c % 1_000_000_000 == 123_456_789
     assert ts_to_ns("2026-11-28T13:00:00+01:00") == ts_to_ns("2026-11-28T12:00:00Z")
     assert ts_to_ns("garbage") is None
