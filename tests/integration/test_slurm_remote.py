@@ -61,6 +61,7 @@ async def run_job(rt: SlurmRuntime, ctx: RecordingContext, timeout: float = 200)
 
 
 @pytest.mark.model
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("placement", ["invocation", "task"])
 async def test_two_tasks_over_ssh_match_the_harness_as_a_process(
     smollm2: Any, slurm_cluster: str, sshd_login: dict[str, Any], tmp_path: Path, placement: str
@@ -80,7 +81,7 @@ async def test_two_tasks_over_ssh_match_the_harness_as_a_process(
     outcomes: dict[int, Any] = {}
 
     async def one(i: int) -> None:
-        outcomes[i] = await run_job(rt, ctxs[i])
+        outcomes[i] = await run_job(rt, ctxs[i], 600)  # bounded; generous for shared 2-core machines
 
     try:
         async with anyio.create_task_group() as tg:
