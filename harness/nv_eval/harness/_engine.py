@@ -5,7 +5,7 @@
   iterable through a bounded window (:data:`WINDOW_MIN` / ``16·parallelism`` items in the
   pipeline at most), so memory is flat in the number of requests (never one task per request).
 - Retries with exponential backoff + full jitter on connection errors, timeouts, 408 and 5xx
-  (``max_retries``); 429 honours ``Retry-After`` (seconds or HTTP date) and lowers the
+  (``max_retries``; a ``Retry-After`` on those is honoured too); 429 honours ``Retry-After`` (seconds or HTTP date) and lowers the
   effective concurrency AIMD-style (:class:`~._engine_limits.AdaptiveLimiter`), recovering
   after streaks of successes. Any other 4xx raises :class:`EndpointError` at once.
 - With ``cache_dir``, every reply is written to the SQLite cache (:mod:`._cache`) and is
@@ -182,7 +182,7 @@ class RequestEngine:
                 async with session.post(url, data=data) as resp:
                     status = resp.status
                     raw = await resp.read()
-                    if status == 429:
+                    if status >= 400:
                         retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 status = None
@@ -228,7 +228,11 @@ class RequestEngine:
             if failures > cfg.max_retries:
                 raise EndpointError(url, failures + rate_limited, status, detail)
             stats.retries += 1
-            await asyncio.sleep(backoff_delay(failures, cfg.backoff_base, cfg.backoff_max))
+            delay = backoff_delay(failures, cfg.backoff_base, cfg.backoff_max)
+            hinted = parse_retry_after(retry_after)  # e.g. a 503 that says when to come back
+            if hinted is not None:
+                delay = max(delay, min(hinted, cfg.max_retry_after))
+            await asyncio.sleep(delay)
 
     # -- many requests ------------------------------------------------------------------------
     async def map(
