@@ -304,3 +304,28 @@ async def test_hostile_values_are_inert_through_real_sbatch(
         assert secret not in f.read_text(errors="replace"), f
     assert all(secret not in ln for _, ln in ctx.logs)
     _ = msgspec
+
+
+async def test_host_key_is_verified_unless_explicitly_skipped(sshd_login: dict[str, Any], tmp_path: Path) -> None:
+    from nv_eval.agents.slurm import SshConn, SshTarget
+    from nv_eval.agents.slurm._conn import ConnError
+
+    other = tmp_path / "other_key"
+    await anyio.run_process(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)])
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{sshd_login['port']} " + " ".join((tmp_path / "other_key.pub").read_text().split()[:2]) + "\n")
+    base = {k: sshd_login[k] for k in ("port", "username", "identity_file")}
+    bad = SshConn(SshTarget(host="127.0.0.1", known_hosts=str(wrong), **base))
+    with anyio.fail_after(20), pytest.raises(ConnError, match="host key"):
+        await bad.run(["true"])
+    await bad.aclose()
+    skip = SshConn(SshTarget(host="127.0.0.1", known_hosts=str(wrong), insecure_skip_host_key_check=True, **base))
+    good = SshConn(SshTarget(host="127.0.0.1", known_hosts=sshd_login["known_hosts"], **base))
+    try:
+        for c in (skip, good):
+            with anyio.fail_after(20):
+                r = await c.run(["echo", "it's $(fine)"])
+            assert r.rc == 0 and r.stdout == "it's $(fine)\n"
+    finally:
+        await skip.aclose()
+        await good.aclose()
