@@ -171,3 +171,43 @@ async def test_invocation_placement_kill_stops_tasks_and_the_allocation(slurm_cl
     assert [outs[0].state, outs[1].state] == ["killed", "killed"]
     assert sid not in squeue_ids()
     assert not (Path(jobs[1].task_dir) / "logs" / f"exit_code.{sid}").exists()  # k1 never started
+
+
+async def test_invocation_allocation_node_failure_requeues_the_task(slurm_cluster: str, tmp_path: Path) -> None:
+    """The allocation dies with the node (NODE_FAIL): the unfinished task is queued into a new
+    allocation (counted) and completes there; its first run's work is found (a marker here,
+    the request cache for the real harness)."""
+    marker = tmp_path / "first-run-was-here"
+    first = slurm_job(tmp_path, task="nf", placement="invocation")
+    dest = Path(first.task_dir) / "results.json"
+    cmd = f"bash -c 'if [ -e {marker} ]; then cp {OK_RESULTS} {dest}; else touch {marker}; sleep 600; fi'"
+    job = slurm_job(tmp_path, task="nf", invocation_id=first.invocation_id, placement="invocation",
+                    max_resubmits=1, harness_command=cmd)  # fmt: skip
+    rt = local_runtime(job)
+    ctx = RecordingContext(job)
+    h = await rt.launch(ctx)
+    out: list[Any] = []
+
+    async def watch() -> None:
+        out.append(await rt.watch(ctx, h))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            with anyio.fail_after(60):
+                while not (any(s == "running" for s, _ in ctx.statuses) and marker.exists()):
+                    await anyio.sleep(0.1)
+            await anyio.run_process(["scontrol", "update", f"NodeName={slurm_cluster}", "State=DOWN", "Reason=nveval-test"])
+            with anyio.fail_after(60):
+                while len(h["slurm_job_ids"]) < 2 and not out:
+                    await anyio.sleep(0.1)
+            support.resume_node()
+            with anyio.fail_after(90):
+                while not out:
+                    await anyio.sleep(0.2)
+    finally:
+        support.resume_node()
+    assert out[0].state == "succeeded", (out[0], ctx.text())
+    assert h["resubmits"] == 1 and len(h["slurm_job_ids"]) == 2
+    assert any("ended NODE_FAIL; task queued in allocation" in ln for _, ln in ctx.logs)
+    assert len(ctx.results) == 1

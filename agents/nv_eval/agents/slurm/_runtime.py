@@ -430,6 +430,7 @@ class SlurmRuntime(Runtime):
         a, n = handle["alloc_dir"], int(handle["task_index"])
         self._allocs.setdefault(a, str(handle["slurm_job_id"]))
         free_requeues = 0
+        signal_polls = 0
         while True:
             sid = str(handle["slurm_job_id"])
             self.poller.add(sid)
@@ -440,17 +441,24 @@ class SlurmRuntime(Runtime):
                 if job_id in self._cancelled:
                     return Outcome(state="killed", message="withdrawn from the allocation before it started")
                 rc = await self._exit_code(handle, sid)
-                if rc is not None:
+                if rc is not None and (0 <= rc <= 128 or ctx.cancelled.is_set()):
                     await self._safe_pump(ctx, handle, final=True)
                     return await self._outcome(ctx, handle, sid, "COMPLETED" if rc == 0 else "FAILED", rc)
                 if time.monotonic() - self.poller.last_ok > self.max_outage:
                     return Outcome(state="failed", message=f"cluster unreachable: {self.poller.last_error}",
                                    failure_kind="infrastructure")  # fmt: skip
                 info = self.poller.info.get(sid)
-                if info is None:
-                    continue
-                cat = category(info.state)
-                if cat in ("queued", None):
+                cat = category(info.state) if info is not None else None
+                if rc is not None:
+                    # the task was killed by a signal: a dying allocation (node failure, time-out,
+                    # preemption) means requeue; otherwise it is the task's own failure
+                    signal_polls += 1
+                    if cat in ("queued", "running", None) and signal_polls < 20:
+                        continue
+                    if cat != "resubmit":
+                        await self._safe_pump(ctx, handle, final=True)
+                        return await self._outcome(ctx, handle, sid, "FAILED", rc)
+                if info is None or cat is None or cat == "queued":
                     continue
                 if cat == "running":
                     if handle.get("running_for") != sid and await self.conn.read(f"{a}/claimed/{n}.pid") is not None:
@@ -458,11 +466,11 @@ class SlurmRuntime(Runtime):
                         await ctx.save_handle(handle)
                         await ctx.status("running", message=f"running in Slurm allocation {sid}")
                     continue
-                # the allocation ended without our exit code
-                await anyio.sleep(0.5)
-                rc = await self._exit_code(handle, sid)
-                if rc is not None:
-                    continue
+                # the allocation ended without our task's (normal) exit code
+                if rc is None:
+                    await anyio.sleep(0.5)
+                    if await self._exit_code(handle, sid) is not None:
+                        continue
                 if ctx.cancelled.is_set() or cat == "cancelled":
                     return await self._outcome(ctx, handle, sid, info.state, None)
                 limit = ctx.job.execution.max_resubmits if isinstance(ctx.job.execution, SlurmExecution) else 0
@@ -483,6 +491,7 @@ class SlurmRuntime(Runtime):
                 if new not in handle.setdefault("slurm_job_ids", []):
                     handle["slurm_job_ids"].append(new)
                 await ctx.save_handle(handle)
+                signal_polls = 0
                 await ctx.log([f"Slurm allocation {sid} ended {info.state}; task queued in allocation {new}"], "agent")
                 await ctx.status("deploying", message=f"{info.state}: moved to Slurm allocation {new}")
             finally:

@@ -239,7 +239,9 @@ def task_body(job: JobSpec, paths: Paths) -> list[str]:
         "child=$!",
         "trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT",
         'wait "$child"; rc=$?',
-        'if [ "$rc" -gt 128 ]; then wait "$child"; rc=$?; fi',
+        # a trapped signal interrupts wait (rc > 128): wait again for the harness's own exit code
+        'if [ "$rc" -gt 128 ]; then wait "$child"; r2=$?; if [ "$r2" -ge 0 ] && [ "$r2" -ne 127 ]; then rc=$r2; fi; fi',
+        'if [ "$rc" -lt 0 ] || [ "$rc" -gt 255 ]; then rc=143; fi',
         f'printf "%s\\n" "$rc" >{shlex.quote(paths.logs)}/exit_code."${{SLURM_JOB_ID}}"',
         'exit "$rc"',
     ]
