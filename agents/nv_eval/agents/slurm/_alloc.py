@@ -41,6 +41,7 @@ def worker_script(job: JobSpec, linger: int = 30) -> str:
         "set -u",
         f"cd {shlex.quote(a)} || exit 1",
         "mkdir -p queue claimed cancel",
+        "rm -f closed",
         f"PAR={par}",
         f"LINGER={int(linger)}",
         "idle=0",

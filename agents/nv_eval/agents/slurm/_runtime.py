@@ -380,6 +380,7 @@ class SlurmRuntime(Runtime):
                     return sid
             apaths = Paths(a)
             try:
+                await self.conn.remove(f"{a}/closed")  # left by the previous allocation's worker
                 await self.conn.mkdir(f"{a}/queue")
                 await self.conn.mkdir(apaths.logs)
                 await self.conn.write(apaths.script, worker_script(job, self.alloc_linger).encode(), 0o700)
