@@ -70,11 +70,11 @@ def only_this_task_left() -> bool:
 
 async def test_faulty_endpoint_gives_the_clean_runs_replies() -> None:
     n = 600
-    cfg = EngineConfig(parallelism=16, max_retries=3, backoff_base=0.01, request_timeout=0.25)
+    cfg = EngineConfig(parallelism=16, max_retries=5, backoff_base=0.01, request_timeout=1.0)
     async with FaultyEndpoint() as clean, RequestEngine(clean.base_url, None, cfg) as engine:
         clean_replies = await run_all(engine, n)
         assert engine.stats.retries == 0
-    async with FaultyEndpoint(fault_fraction=0.2, retry_after="0.05", slow_s=0.5) as faulty:
+    async with FaultyEndpoint(fault_fraction=0.2, retry_after="0.05", slow_s=2.0) as faulty:
         progress: list[tuple[int, int]] = []
         async with RequestEngine(
             faulty.base_url, "sk-test", cfg, on_progress=lambda d, t: progress.append((d, t))
