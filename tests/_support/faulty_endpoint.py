@@ -149,6 +149,7 @@ class FaultyEndpoint:
         self.seed = seed
         self.counts: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
+        self.authorization: Counter[str | None] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
         self._runner: web.AppRunner | None = None
@@ -222,6 +223,7 @@ class FaultyEndpoint:
         body = await request.json()
         key = request_key(path, body)
         self.counts[key] += 1
+        self.authorization[request.headers.get("Authorization")] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -112,6 +112,7 @@ async def test_429_lowers_concurrency_then_recovers() -> None:
             assert engine.stats.rate_limited == throttled
             assert engine.stats.concurrency_limit == 16
             assert ep.max_in_flight > 8
+            assert set(ep.authorization) == {None}  # no key, no Authorization header
     assert again[5] == first[5]
 
 
@@ -146,3 +147,35 @@ async def test_unreachable_endpoint_fails_after_retries() -> None:
     async with RequestEngine(f"http://127.0.0.1:{port}/v1", None, cfg) as engine:
         with pytest.raises(EndpointError, match=r"after 2 attempt\(s\): no response: ClientConnectorError"):
             await engine.post("/models", {})
+
+
+def body_with_fault(ep: FaultyEndpoint, kind: str) -> dict[str, Any]:
+    """A request body that the endpoint answers with fault ``kind`` on its first attempt."""
+    for k in range(10_000):
+        body = {"model": "faulty-model", "prompt": f"probe {k}", "max_tokens": 1}
+        if ep.fault_for(request_key("/v1/completions", body)) == kind:
+            return body
+    raise AssertionError(f"no body gets fault {kind}")
+
+
+@pytest.mark.parametrize("header", ["seconds", "http-date"])
+async def test_retry_after_is_honoured(header: str) -> None:
+    import email.utils
+    import time
+
+    cfg = EngineConfig(parallelism=2, backoff_base=0.001)
+    async with FaultyEndpoint(fault_fraction=1.0) as ep, RequestEngine(ep.base_url, "sk-secret", cfg) as engine:
+        body = body_with_fault(ep, "429")
+        if header == "seconds":
+            ep.retry_after, low, high = "0.6", 0.6, 3.0
+        else:  # whole seconds only: the wait is between 1 and 2 s
+            ep.retry_after = email.utils.formatdate(time.time() + 2, usegmt=True)
+            low, high = 0.9, 4.0
+        t0 = time.monotonic()
+        reply = await engine.post("/completions", body)
+        waited = time.monotonic() - t0
+        assert low <= waited <= high
+        assert reply == expected("/completions", body)
+        assert ep.counts[request_key("/v1/completions", body)] == 2
+        assert engine.stats.rate_limited == 1 and engine.stats.retries == 1
+        assert dict(ep.authorization) == {"Bearer sk-secret": 2}
