@@ -34,9 +34,14 @@ MODEL = "faulty-model"
 
 
 async def harness(
-    base_url: str, out: Path, params: dict[str, Any], cache: Path | None = None, kill_at_done: int | None = None
+    base_url: str,
+    out: Path,
+    params: dict[str, Any],
+    cache: Path | None = None,
+    kill_at_done: int | None = None,
+    sig: signal.Signals = signal.SIGKILL,
 ) -> tuple[int | None, int]:
-    """Run the harness; SIGKILL it once a progress line reports ``kill_at_done``. Returns (rc, last done)."""
+    """Run the harness; send ``sig`` once a progress line reports ``kill_at_done``. Returns (rc, last done)."""
     cmd = [HARNESS, "run", "--task", "arc_challenge", "--model-id", MODEL, "--endpoint-url", base_url,
            "--endpoint-type", "completions", "--output-dir", str(out), "--params-json", json.dumps(params)]  # fmt: skip
     if cache is not None:
@@ -52,7 +57,7 @@ async def harness(
             if event.get("event") == "progress":
                 done = event["done"]
                 if kill_at_done is not None and done >= kill_at_done and proc.returncode is None:
-                    proc.send_signal(signal.SIGKILL)
+                    proc.send_signal(sig)
                     break
         rc = await asyncio.wait_for(proc.wait(), 60)
     finally:
@@ -125,3 +130,17 @@ async def test_harness_killed_mid_run_resumes_from_its_cache(tmp_path: Path) -> 
     again_metrics, again_samples, again_usage = outputs(tmp_path / "again")
     assert again_usage["cached_requests"] == n_scoring and again_usage["requests"] == len(probe_keys)
     assert again_metrics == clean_metrics and again_samples == clean_samples
+
+
+async def test_harness_sigterm_keeps_every_received_reply(tmp_path: Path) -> None:
+    """SIGTERM (exit 143): the engine commits what it received; only requests in flight are lost."""
+    params = {"parallelism": 4}
+    cache = tmp_path / "cache"
+    async with FaultyEndpoint(latency_s=0.01) as ep:
+        rc, done = await harness(ep.base_url, tmp_path / "run", params, cache, kill_at_done=300, sig=signal.SIGTERM)
+        assert rc == 143
+        sent = len(ep.counts)  # distinct requests the server answered or was answering
+        rows = cache_rows(cache)
+    assert done >= 300
+    probe_max = 5
+    assert sent - probe_max - 4 <= rows <= sent  # lost: at most the 4 in flight (+ the uncached probe)
