@@ -91,7 +91,6 @@ async def test_no_deployment_host_network(docker_images: None, smollm2: Service,
     rt = DockerRuntime()
     ctx = RecordingContext(job)
     try:
-        t0 = time.monotonic()
         state = await _run_job(rt, ctx)
         assert state == "succeeded", ctx.events[-5:]
         assert ctx.states() == ["running", "succeeded"]
@@ -103,7 +102,6 @@ async def test_no_deployment_host_network(docker_images: None, smollm2: Service,
         assert res is not None and res.n_samples == LIMIT and res == results_file(job)
         assert (Path(job.task_dir) / "logs" / "stderr.log").read_text().strip()
         assert not docker_ps(f"nv-eval.invocation={job.invocation_id}")
-        assert time.monotonic() - t0 < 120
     finally:
         remove_labelled(f"nv-eval.invocation={job.invocation_id}")
         await rt.aclose()
