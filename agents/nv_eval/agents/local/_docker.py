@@ -243,26 +243,27 @@ class DockerRuntime(Runtime):
 
     # ------------------------------------------------------------------ stop / teardown
     async def stop(self, ctx: JobContext, handle: dict[str, Any]) -> None:
+        """SIGTERM (the harness keeps its cache and exits 143), SIGKILL after ``STOP_GRACE_S``.
+
+        The follower in ``watch`` ends when the container stops; removal is ``teardown``'s.
+        """
         cid = handle.get("container_id")
         if not cid:
             return
-        docker = self._docker()
         try:
             with anyio.fail_after(API_TIMEOUT):
-                c = await docker.containers.get(cid)
-                await c.kill(signal="SIGTERM")
+                c = await self._docker().containers.get(cid)
+        except aiodocker.DockerError:
+            return  # already gone
+        for sig in ("SIGTERM", "SIGKILL"):
+            try:
+                with anyio.fail_after(API_TIMEOUT):
+                    await c.kill(signal=sig)
+            except aiodocker.DockerError:
+                return  # not running any more (409) or gone (404)
             with anyio.move_on_after(STOP_GRACE_S):
                 await c.wait()
-        except aiodocker.DockerError:
-            pass
-        # the follower ends when the container is gone; the container's removal is teardown's
-        try:
-            with anyio.fail_after(API_TIMEOUT):
-                info = await c.show()
-            if info.get("State", {}).get("Running"):
-                await c.kill(signal="SIGKILL")
-        except (aiodocker.DockerError, UnboundLocalError):
-            pass
+                return
 
     async def teardown(self, ctx: JobContext, handle: dict[str, Any]) -> None:
         docker = self._docker()
