@@ -71,17 +71,26 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep outputs here (default: a temporary directory)")
     a = ap.parse_args()
     base = Path(a.out or tempfile.mkdtemp(prefix="acc-llamacpp-"))
-    svc = start_smollm2(base / "server")
+    wanted = [
+        (t, n) for t, n in (("arc_challenge", a.arc), ("winogrande", a.winogrande), ("hellaswag", a.hellaswag)) if n > 0
+    ]
     summary = []
+    svc = None
     try:
-        for task, n in (("arc_challenge", a.arc), ("winogrande", a.winogrande), ("hellaswag", a.hellaswag)):
-            if n <= 0:
-                continue
-            res, rows, secs = run_task(svc.url, svc.extra["model_id"], task, n, base / task)
+        for task, n in wanted:
+            out = base / task
+            if (out / "results.json").exists():  # reuse a finished run in --out (same N)
+                res = json.loads((out / "results.json").read_text())
+                rows = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+                secs = res["timings"]["duration_s"]
+            else:
+                svc = svc or start_smollm2(base / "server")
+                res, rows, secs = run_task(svc.url, svc.extra["model_id"], task, n, out)
             summary.append((task, res, rows, secs))
             print(f"{task}: harness run {secs:.0f}s", file=sys.stderr, flush=True)
     finally:
-        svc.stop()
+        if svc is not None:
+            svc.stop()
     ref = Reference()
     results = []
     for task, res, rows, secs in summary:
