@@ -26,7 +26,7 @@ def _env(tmp: Path, nats_url: str, prefix: str) -> dict[str, str]:
     return env
 
 
-def nv(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def nv(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "nv_eval.client.cli", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -88,7 +88,7 @@ evaluation:
 def test_run_status_logs_export(stack: None, smollm2, nats_url: str, prefix: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cwd = tmp_path / "cwd"
     env = _env(tmp_path, nats_url, prefix)
-    _config(cwd, smollm2.url, smollm2.extra["model_id"], 8)
+    _config(cwd, smollm2.url, smollm2.extra["model_id"], 4)
     r = nv(["run", "--config-dir", "cfg", "--config-name", "smol", "--follow"], cwd, env)
     assert r.returncode == 0, r.stderr + r.stdout
     inv_id = r.stdout.splitlines()[0].strip()
