@@ -232,3 +232,55 @@ def test_pull_failure_names_the_image(docker_images: None, tmp_path: Path) -> No
     msg = ctx.kinds("status")[-1]["message"]
     assert "nv-eval/does-not-exist:1" in msg and "pulling it failed" in msg, msg
 
+
+
+class _Env:
+    """The parts of the agent's AgentEnv a runtime uses: id, runtime state, background tasks."""
+
+    def __init__(self, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def runtime_state(self, name: str) -> dict[str, Any]:
+        return dict(self.states.get(name, {}))
+
+    def save_runtime_state(self, name: str, data: dict[str, Any]) -> None:
+        self.states[name] = dict(data)
+
+    def spawn(self, fn: Any) -> None:  # lingering is not exercised here
+        pass
+
+
+async def test_recover_removes_only_what_no_live_job_owns(docker_images: None, tmp_path: Path) -> None:
+    """After a restart: this agent's containers of dead jobs and orphan deployments go; a live job's
+    container and other agents' containers stay."""
+    import secrets
+
+    agent = f"rec-{secrets.token_hex(3)}"
+    other = f"other-{secrets.token_hex(3)}"
+    env = _Env(agent)
+    jobs = plan(_doc(tmp_path, ["arc_challenge", "winogrande"], None, url="http://127.0.0.1:9/v1/completions"))
+    inv = jobs[0].invocation_id
+    rt = DockerRuntime(env)
+    try:
+        ctxs = [RecordingContext(j) for j in jobs]
+        handles = [await rt.launch(c) for c in ctxs]
+        for name, who in (("orphan", agent), ("foreign", other)):
+            p = await anyio.run_process(
+                ["docker", "run", "-d", "--name", f"nv-eval-test-{name}-{inv}", "--label", f"nv-eval.invocation={inv}",
+                 "--label", "nv-eval.role=deployment", "--label", f"nv-eval.deployment-group={inv}.d{name}",
+                 "--label", f"nv-eval.agent={who}", "nv-eval/harness:latest", "sh", "-c", "sleep 600"],
+                check=False,
+            )  # fmt: skip
+            assert p.returncode == 0, p.stderr.decode()
+        restarted = DockerRuntime(env)
+        await restarted.recover({jobs[0].job_id: handles[0]})
+        left = set(docker_ps(f"nv-eval.invocation={inv}"))
+        assert handles[0]["container_id"] in left, "the live job's container stays"
+        assert handles[1]["container_id"] not in left, "a dead job's container is removed"
+        assert docker_ps(f"nv-eval.invocation={inv}", f"nv-eval.agent={other}"), "other agents' containers stay"
+        assert not docker_ps(f"nv-eval.invocation={inv}", "nv-eval.role=deployment", f"nv-eval.agent={agent}")
+        await restarted.aclose()
+    finally:
+        remove_labelled(f"nv-eval.invocation={inv}")
+        await rt.aclose()

@@ -227,9 +227,9 @@ class DockerDeployments:
                 data.pop(group)
         self._save(data)
         # containers found by label whose group no live job uses (records lost or never written)
-        labels = [f"{LABEL_ROLE}=deployment"]
-        if self.env is not None:  # only this agent's containers (others may share the dockerd)
-            labels.append(f"{LABEL_AGENT}={self.env.agent_id}")
+        if self.env is None:
+            return  # unbound: other agents may share this dockerd, touch nothing found by label
+        labels = [f"{LABEL_ROLE}=deployment", f"{LABEL_AGENT}={self.env.agent_id}"]  # only this agent's
         with anyio.fail_after(30):
             found = await self._docker().containers.list(all=True, filters={"label": labels})
         for c in found:

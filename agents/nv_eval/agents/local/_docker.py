@@ -283,10 +283,11 @@ class DockerRuntime(Runtime):
         return bool(found)
 
     async def recover(self, live_jobs: dict[str, dict[str, Any]]) -> None:
+        """Remove this agent's containers (by label) that belong to no live job; unused networks."""
+        if not self.agent_id:
+            return  # unbound (no agent): other agents may share this dockerd, touch nothing
         docker = self._docker()
-        labels = [f"{LABEL_ROLE}=benchmark"]
-        if self.agent_id:
-            labels.append(f"{LABEL_AGENT}={self.agent_id}")
+        labels = [f"{LABEL_ROLE}=benchmark", f"{LABEL_AGENT}={self.agent_id}"]
         with anyio.fail_after(API_TIMEOUT):
             found = await docker.containers.list(all=True, filters={"label": labels})
         for c in found:
