@@ -79,3 +79,57 @@ def test_seed_config_verbatim_on_docker(seed_endpoint: str, tmp_path: Path) -> N
         assert not docker_ps(f"nv-eval.invocation={inv}")
     finally:
         subprocess.run([*nv, "daemon", "stop"], capture_output=True, env=env, timeout=60)
+
+
+def test_seed_config_with_llamacpp_deployment_one_model_container(tmp_path: Path) -> None:
+    """The seed config with ``deployment=llamacpp`` on a bridge network through the real daemon and agent:
+    its tasks run one after another (max_parallel_tasks 1) and share ONE model container, which
+    lingers between them and is gone at the end with the network."""
+    import threading
+
+    start_dockerd()
+    build_images(harness=True, llamacpp=True)
+    env = {**os.environ, "NV_EVAL_HOME": str(tmp_path / "home")}
+    env.pop("NV_EVAL_NATS_URL", None)
+    nv = [str(Path(sys.executable).parent / "nv-eval")]
+    out = tmp_path / "out"
+    models: set[str] = set()
+    stop = threading.Event()
+    inv = ""
+
+    def poll() -> None:
+        while not stop.is_set():
+            models.update(docker_ps("nv-eval.role=deployment", f"nv-eval.invocation={inv}") if inv else [])
+            stop.wait(0.5)
+
+    t = threading.Thread(target=poll, daemon=True)
+    try:
+        p = subprocess.run(
+            [*nv, "run", "--config-dir", str(REPO / "examples"), "--config-name", "local_llama_3_1_8b_instruct",
+             "-o", "deployment=llamacpp", "-o", "execution.network=bridge", "-o", "deployment.n_threads=2",
+             "-o", "+config.params.limit_samples=2", "-o", f"execution.output_dir={out}"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        inv = p.stdout.split()[0]
+        t.start()
+        deadline = time.monotonic() + 600
+        doc: dict = {}
+        while time.monotonic() < deadline:
+            s = subprocess.run([*nv, "status", inv, "--json"], capture_output=True, text=True, env=env, timeout=60)
+            doc = json.loads(s.stdout).get("invocation", {})
+            if doc.get("state") in ("succeeded", "failed", "killed"):
+                break
+            time.sleep(2)
+        assert doc.get("state") == "succeeded", doc
+        deadline = time.monotonic() + 60  # the last job's teardown removes the model container
+        while docker_ps(f"nv-eval.invocation={inv}") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not docker_ps(f"nv-eval.invocation={inv}")
+        assert len(models) == 1, models
+        nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", f"label=nv-eval.invocation={inv}"],
+                              capture_output=True, text=True, timeout=30).stdout.split()  # fmt: skip
+        assert not nets
+    finally:
+        stop.set()
+        subprocess.run([*nv, "daemon", "stop"], capture_output=True, env=env, timeout=60)
