@@ -118,6 +118,8 @@ def slurm_job(
     params: TaskParams | None = None,
     api_key_name: str | None = None,
     endpoint_type: Literal["completions", "chat"] = "completions",
+    deployment: Any = None,
+    deployment_group: str | None = None,
     **execution: Any,
 ) -> JobSpec:
     inv = invocation_id or new_invocation_id()
@@ -132,8 +134,13 @@ def slurm_job(
         index=index,
         task=TaskEntry(name=task),
         params=params or TaskParams(limit_samples=4),
-        endpoint=EndpointSpec(url=endpoint_url, model_id=model_id, type=endpoint_type, api_key_name=api_key_name),
+        endpoint=EndpointSpec(
+            url=None if deployment is not None else endpoint_url, model_id=model_id, type=endpoint_type,
+            api_key_name=api_key_name,
+        ),
         execution=SlurmExecution(**execution),
+        deployment=deployment,
+        deployment_group=deployment_group,
         invocation_dir=str(tmp / inv),
         task_dir=str(tmp / inv / task),
     )
@@ -151,6 +158,7 @@ class RecordingContext:
     progress_events: list[tuple[int, int]] = field(default_factory=list)
     results: list[Results] = field(default_factory=list)
     handles: list[dict[str, Any]] = field(default_factory=list)
+    deployments: list[str] = field(default_factory=list)
 
     async def status(self, state: Any, message: str | None = None, failure_kind: Any = None, exit_code: Any = None) -> None:
         self.statuses.append((state, message))
@@ -164,8 +172,8 @@ class RecordingContext:
     async def result(self, results: Results) -> None:
         self.results.append(results)
 
-    async def deployment(self, *a: Any, **kw: Any) -> None:
-        pass
+    async def deployment(self, deployment_id: str, state: str, *a: Any, **kw: Any) -> None:
+        self.deployments.append(state)
 
     async def save_handle(self, handle: dict[str, Any]) -> None:
         import copy

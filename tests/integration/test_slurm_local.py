@@ -211,3 +211,42 @@ async def test_invocation_allocation_node_failure_requeues_the_task(slurm_cluste
     assert h["resubmits"] == 1 and len(h["slurm_job_ids"]) == 2
     assert any("ended NODE_FAIL; task queued in allocation" in ln for _, ln in ctx.logs)
     assert len(ctx.results) == 1
+
+
+@pytest.mark.model
+@pytest.mark.timeout(600)
+async def test_deployment_started_once_inside_the_allocation(slurm_cluster: str, tmp_path: Path) -> None:
+    """A llamacpp deployment (the real SmolLM2) started by the allocation itself, two tasks against it."""
+    from nv_eval.protocol import LlamaCppDeployment, TaskParams
+
+    from tests._support.services import free_port
+
+    dep = LlamaCppDeployment(port=free_port(), n_threads=1)
+    first = slurm_job(tmp_path, task="arc_easy", placement="invocation")
+    jobs = [
+        slurm_job(tmp_path, task=t, index=i, invocation_id=first.invocation_id, placement="invocation",
+                  params=TaskParams(limit_samples=1), deployment=dep, deployment_group=f"{first.invocation_id}.d")  # fmt: skip
+        for i, t in enumerate(["arc_easy", "arc_challenge"])
+    ]
+    rt = local_runtime(jobs[0])
+    rt.alloc_linger = 2
+    ctxs = [RecordingContext(j) for j in jobs]
+    outs: dict[int, Any] = {}
+
+    async def one(i: int) -> None:
+        h = await rt.launch(ctxs[i])
+        outs[i] = await rt.watch(ctxs[i], h)
+
+    with anyio.fail_after(540):
+        async with anyio.create_task_group() as tg:
+            for i in range(2):
+                tg.start_soon(one, i)
+    for i in range(2):
+        assert outs[i].state == "succeeded", (outs[i], ctxs[i].text()[-2000:])
+        assert ctxs[i].deployments == ["ready"]
+        assert ctxs[i].results[0].n_samples == 1
+        assert ctxs[i].results[0].endpoint_url.startswith(f"http://127.0.0.1:{dep.port}/v1")
+    assert rt.conn.calls["sbatch"] == 1
+    alloc = Path(jobs[0].invocation_dir) / ".slurm-alloc"
+    assert (alloc / "deployment.ready").exists()
+    assert (alloc / "deployment.log").read_text().count("Uvicorn running") <= 1  # started once

@@ -15,9 +15,97 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from nv_eval.protocol import JobSpec, SlurmExecution
+from nv_eval.protocol import JobSpec, LlamaCppDeployment, NoDeployment, SlurmExecution
 
-from ._script import Paths, job_name, remote_task_dir, sbatch_directives, secret_names, task_body
+from ._script import Paths, ScriptError, job_name, remote_task_dir, sbatch_directives, secret_names, task_body
+
+DEPLOY_LOG = "deployment.log"
+
+
+def deployment_lines(job: JobSpec) -> list[str]:
+    """Start the job's model deployment once in the allocation and wait (bounded) for health.
+
+    Writes ``deployment.ready`` (or ``deployment.failed`` and exits 3). Container runtimes
+    run the deployment image (pyxis: ``srun --container-image``, apptainer, docker); runtime
+    ``none`` supports ``llamacpp`` (the venv's ``llama_cpp.server`` on the node).
+    """
+    dep = job.deployment
+    if dep is None or isinstance(dep, NoDeployment):
+        return []
+    ex = job.execution
+    assert isinstance(ex, SlurmExecution)
+    if ex.container_runtime == "none":
+        if not isinstance(dep, LlamaCppDeployment):
+            raise ScriptError(
+                "execution.container_runtime: none can only start a llamacpp deployment; use pyxis, apptainer or docker"
+            )
+        from ..local._llamacpp import server_command
+
+        argv = server_command(job, dep)
+        port, health, timeout = dep.port, dep.health_path, dep.readiness_timeout
+        names: list[str] = list(dep.env_names)
+        env = dict(dep.env)
+    else:
+        from ..deploy import deployment_spec
+
+        try:
+            spec = deployment_spec(job)
+        except ValueError as e:
+            raise ScriptError(str(e)) from None
+        assert spec is not None
+        port, health, timeout = spec.port, spec.health_path, spec.readiness_timeout
+        names, env = list(spec.env_names), dict(spec.env)
+        mounts = ",".join(b for b in spec.binds)
+        cmd = list(spec.command or [])
+        if ex.container_runtime == "pyxis":
+            argv = ["srun", "--ntasks=1", "--overlap", f"--container-image={spec.image}", "--no-container-mount-home"]
+            if mounts:
+                argv.append(f"--container-mounts={mounts}")
+            if not cmd or cmd[0].startswith("-"):
+                argv.append("--container-entrypoint")
+            argv += cmd
+        elif ex.container_runtime == "apptainer":
+            binds: list[str] = []
+            for b in spec.binds:
+                binds += ["--bind", b]
+            gpu = ["--nv"] if ex.gpus_per_node else []
+            verb = "run" if not cmd or cmd[0].startswith("-") else "exec"
+            argv = ["srun", "--ntasks=1", "--overlap", "apptainer", verb, *gpu, *binds, spec.image, *cmd]
+        else:  # docker
+            vols: list[str] = []
+            for b in spec.binds:
+                vols += ["-v", b]
+            envs: list[str] = []
+            for n in [*names, *env]:
+                envs += ["-e", n]
+            gpu = ["--gpus", "all"] if ex.gpus_per_node else []
+            argv = ["docker", "run", "--rm", "--name", "nveval-dep-${SLURM_JOB_ID}", "--network", "host", *gpu,
+                    *vols, *envs, spec.image, *cmd]  # fmt: skip
+    from ._script import _quote_argv, check_env_name
+
+    lines = ["# model deployment, started once for every task of the allocation"]
+    for k, v in env.items():
+        check_env_name("deployment.env", k)
+        lines.append(f"export {k}={shlex.quote(v)}")
+    for n in names:
+        check_env_name("deployment.env_names", n)
+        lines.append(f': "${{{n}:?secret env var {n} is not set in the job environment}}"')
+    quoted = _quote_argv(argv).replace('"nveval-${SLURM_JOB_ID}"', '"nveval-dep-${SLURM_JOB_ID}"')
+    url = shlex.quote(f"http://127.0.0.1:{int(port)}{health}")
+    lines += [
+        f"{quoted} >>{DEPLOY_LOG} 2>&1 &",
+        "dep_pid=$!",
+        "trap 'kill -TERM \"$dep_pid\" 2>/dev/null' EXIT",
+        f"deadline=$((SECONDS + {int(timeout)}))",
+        f"until curl -sf -o /dev/null {url}; do",
+        '  if ! kill -0 "$dep_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then',
+        "    touch deployment.failed; tail -n 20 " + DEPLOY_LOG + " >&2; exit 3",
+        "  fi",
+        "  sleep 2",
+        "done",
+        "touch deployment.ready",
+    ]
+    return lines
 
 
 def alloc_dir(job: JobSpec) -> str:
@@ -41,13 +129,15 @@ def worker_script(job: JobSpec, linger: int = 30) -> str:
         "set -u",
         f"cd {shlex.quote(a)} || exit 1",
         "mkdir -p queue claimed cancel",
-        "rm -f closed",
+        "rm -f closed deployment.ready deployment.failed",
+        "stop_all() { for p in claimed/*.pid; do [ -e \"$p\" ] && kill -TERM -- \"-$(cat \"$p\")\" 2>/dev/null; done; "
+        "[ -n \"${dep_pid:-}\" ] && kill -TERM \"$dep_pid\" 2>/dev/null; wait; exit 143; }",
+        "trap stop_all TERM INT",
+        *deployment_lines(job),
         f"PAR={par}",
         f"LINGER={int(linger)}",
         "idle=0",
-        "stop_all() { for p in claimed/*.pid; do [ -e \"$p\" ] && kill -TERM -- \"-$(cat \"$p\")\" 2>/dev/null; done; wait; exit 143; }",
-        "trap stop_all TERM INT",
-        "running() { jobs -pr | wc -l; }",
+        "running() { jobs -pr | grep -cvx \"${dep_pid:-none}\"; }",  # tasks only, not the deployment
         "queued() { cd queue && ls -- *.sh 2>/dev/null; }",
         "while :; do",
         "  for c in cancel/*; do [ -e \"$c\" ] || break; n=${c#cancel/}; "

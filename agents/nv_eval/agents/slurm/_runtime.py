@@ -459,6 +459,10 @@ class SlurmRuntime(Runtime):
                     if cat != "resubmit":
                         await self._safe_pump(ctx, handle, final=True)
                         return await self._outcome(ctx, handle, sid, "FAILED", rc)
+                if ctx.job.deployment is not None and not handle.get("deployment_ready_for") == sid:
+                    failed = await self._deployment_check(ctx, handle, sid)
+                    if failed is not None:
+                        return failed
                 if info is None or cat is None or cat == "queued":
                     continue
                 if cat == "running":
@@ -500,6 +504,29 @@ class SlurmRuntime(Runtime):
                 users = self._alloc_users.get(sid)
                 if users is not None:
                     users.discard(job_id)
+
+    async def _deployment_check(self, ctx: JobContext, handle: dict[str, Any], sid: str) -> Outcome | None:
+        """Emit the allocation's deployment state once it is known; an Outcome if it failed."""
+        a = handle["alloc_dir"]
+        group = ctx.job.deployment_group or ctx.job.invocation_id
+        if await self.conn.read(f"{a}/deployment.ready", 0, 16) is not None:
+            handle["deployment_ready_for"] = sid
+            await ctx.save_handle(handle)
+            dep = ctx.job.deployment
+            port = int(getattr(dep, "port", 8000))
+            await ctx.deployment(group, "ready", url=f"http://127.0.0.1:{port}/v1 (inside Slurm allocation {sid})")
+            return None
+        if await self.conn.read(f"{a}/deployment.failed", 0, 16) is not None:
+            data = await self.conn.read(f"{a}/deployment.log", 0, 1 << 20) or b""
+            tail = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()][-20:]
+            await ctx.deployment(group, "failed", message="not healthy in time", last_logs=tail)
+            return Outcome(
+                state="failed",
+                message="the model deployment in Slurm allocation " + sid + " did not become healthy"
+                + (f": {tail[-1]}" if tail else ""),
+                failure_kind="infrastructure",
+            )
+        return None
 
     async def _stop_alloc_task(self, ctx: JobContext, handle: dict[str, Any], timeout: float) -> bool:
         """Withdraw or kill one task of an allocation; True when the allocation itself should go."""

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nv_eval.protocol import JobSpec, SlurmExecution
+from nv_eval.protocol import JobSpec, NoDeployment, SlurmExecution
 
 from .._harness import endpoint_url_for, harness_run_args
 
@@ -166,8 +166,12 @@ def harness_argv(job: JobSpec, paths: Paths) -> list[str]:
     ex = job.execution
     assert isinstance(ex, SlurmExecution)
     url = endpoint_url_for(job.endpoint.url or "", job.endpoint.type) if job.endpoint.url else ""
+    dep = job.deployment
+    if not url and dep is not None and ex.placement == "invocation" and not isinstance(dep, NoDeployment):
+        url = endpoint_url_for(f"http://127.0.0.1:{int(dep.port)}/v1", job.endpoint.type)  # started by the allocation
     if not url:
-        raise ScriptError("the job has no endpoint URL (set target.api_endpoint.url; deployments inside Slurm need placement=invocation)")
+        raise ScriptError("the job has no endpoint URL: set target.api_endpoint.url, or use placement=invocation "
+                          "to start the deployment inside the allocation")
     args = harness_run_args(job, endpoint_url=url, output_dir=paths.task_dir)
     image = ex.container_image or job.task.image
     mounts = f"{paths.task_dir}:{paths.task_dir}"
