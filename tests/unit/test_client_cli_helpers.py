@@ -79,3 +79,19 @@ def test_inlined_id_rule_matches_protocol(text: str) -> None:
     from nv_eval.protocol import is_id_prefix
 
     assert bool(_ID_PREFIX.fullmatch(text)) == is_id_prefix(text)
+
+
+def test_echo_json_plain_and_structs(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from nv_eval.client.commands._common import echo_json
+    from nv_eval.protocol import InvocationRecord
+
+    inv = InvocationRecord(invocation_id="0123456789abcdef", state="running", executor="local", model_id="m",
+                           output_dir="/o", created_at=1.0)
+    echo_json([inv])
+    echo_json({"reply": "status", "invocation": {"invocation_id": "x"}})
+    out = capsys.readouterr().out
+    first, second = out.split("\n]\n")
+    assert json.loads(first + "]")[0]["invocation_id"] == "0123456789abcdef"
+    assert json.loads(second)["reply"] == "status"

@@ -74,11 +74,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def echo_json(obj: Any) -> None:
     """Pretty JSON of a msgspec struct or plain data."""
-    if isinstance(obj, (dict, list, str, int, float, bool)) or obj is None:
+    if isinstance(obj, dict):  # plain JSON from the fast path
         import json
 
-        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-        return
+        try:
+            sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+            return
+        except TypeError:
+            pass
     import msgspec
 
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
