@@ -42,6 +42,9 @@ def deployment_lines(job: JobSpec) -> list[str]:
         from ..local._llamacpp import server_command
 
         argv = server_command(job, dep)
+        # the python of the node's venv: next to the harness command when it is a path, else python3
+        first = shlex.split(ex.harness_command)[0] if ex.harness_command.strip() else ""
+        argv[0] = first.rsplit("/", 1)[0] + "/python" if first.startswith("/") else "python3"
         port, health, timeout = dep.port, dep.health_path, dep.readiness_timeout
         names: list[str] = list(dep.env_names)
         env = dict(dep.env)
