@@ -47,7 +47,7 @@ PY
 }
 if ! llama_ok; then
   log "building llama-cpp-python[server] from source (about 5 minutes on 2 cores)"
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF" \
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
     "${PIP[@]}" --no-cache-dir --force-reinstall 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v '^WARNING: Location' || true
   llama_ok || { log "llama-cpp-python does not run on this machine (see: .venv/bin/python -c 'import llama_cpp')"; exit 1; }
 fi
