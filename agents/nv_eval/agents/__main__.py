@@ -14,9 +14,9 @@ from pathlib import Path
 
 import anyio
 from nv_eval.protocol import DEFAULT_PREFIX
+from nv_eval.protocol.logsetup import configure_logging
 
 from ._executor import ExecutorNotFound, load_executor
-from ._logging import configure_logging
 from ._loop import Agent
 from ._state import DataDirBusy
 

@@ -1,4 +1,4 @@
-"""structlog configuration: JSON lines when stderr is not a TTY, readable console output otherwise."""
+"""structlog set-up shared by the daemon and agents: JSON lines when stderr is not a TTY, console otherwise."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import anyio
 from nv_eval.protocol import DEFAULT_PREFIX
+from nv_eval.protocol.logsetup import configure_logging, get_logger
 
-from ._logging import configure_logging, get_logger
 from ._service import serve
 from ._settings import Settings
 

@@ -31,9 +31,9 @@ from nv_eval.protocol import (
     encode,
     load_registry,
 )
+from nv_eval.protocol.logsetup import get_logger
 
 from ._engine import ApiFailure, Engine
-from ._logging import get_logger
 
 log = get_logger("nv_eval.daemon.api")
 

@@ -15,8 +15,7 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 from nv_eval.protocol import Event, JobSpec, Subjects, encode
-
-from ._logging import get_logger
+from nv_eval.protocol.logsetup import get_logger
 
 log = get_logger("nv_eval.daemon.bus")
 

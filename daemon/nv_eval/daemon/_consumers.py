@@ -18,9 +18,9 @@ from nv_eval.protocol import (
     StatusEvent,
     decode,
 )
+from nv_eval.protocol.logsetup import get_logger
 
 from ._engine import Engine
-from ._logging import get_logger
 
 log = get_logger("nv_eval.daemon.consumers")
 

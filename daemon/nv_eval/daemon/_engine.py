@@ -44,10 +44,10 @@ from nv_eval.protocol import (
     plan_invocation,
 )
 from nv_eval.protocol.ids import INVOCATION_ID_RE
+from nv_eval.protocol.logsetup import get_logger
 
 from ._agents import AgentTracker
 from ._bus import publish_event, publish_job
-from ._logging import get_logger
 from ._store import ACTIVE_STATES, Store
 
 log = get_logger("nv_eval.daemon.engine")

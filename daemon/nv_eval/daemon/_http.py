@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 from aiohttp import web
 from nv_eval.protocol import ApiError, ListRunsReply, StatusReply, encode
+from nv_eval.protocol.logsetup import get_logger
 
 from ._engine import ApiFailure, Engine
-from ._logging import get_logger
 
 log = get_logger("nv_eval.daemon.http")
 

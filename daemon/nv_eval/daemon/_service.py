@@ -10,13 +10,13 @@ import anyio
 import nats
 from anyio.abc import TaskStatus
 from nv_eval.protocol import Subjects
+from nv_eval.protocol.logsetup import get_logger
 
 from ._agents import AgentTracker
 from ._api import Api, start_service
 from ._bus import ensure_resources
 from ._consumers import EventFold, heartbeats
 from ._engine import Engine
-from ._logging import get_logger
 from ._settings import Settings
 from ._store import Store
 
