@@ -20,15 +20,17 @@ if [ -f scripts/build-images.sh ]; then
   bash scripts/build-images.sh
 fi
 
-log "ruff"
-.venv/bin/ruff check .
 log "pytest"
 set +e
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
+log "ruff"
+.venv/bin/ruff check .
+lint=$?
 set -e
 if [ "$rc" -eq 5 ]; then
   log "pytest collected no tests"
   exit 1
 fi
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+exit "$lint"
