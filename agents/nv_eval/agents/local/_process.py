@@ -139,11 +139,21 @@ class ProcessRuntime(Runtime):
         err = LogTail(logs / "stderr.log", int(handle.get("stderr_offset", 0)))
         rcf = logs / "exit_code"
         pid, start = int(handle["pid"]), handle.get("start_time")
+        group = handle.get("deployment_group")
+        dep_rec = self.deployments.record(group) if group else None
+        dead: str | None = None
+        polls = 0
         while True:
             exited = read_exit_code(rcf) is not None or not is_alive(pid, start)
+            if not exited and dep_rec is not None and polls % 5 == 0:  # the shared server, about once a second
+                dead = self.deployments.death_message(str(group), dep_rec)
+                if dead is not None:  # no point waiting for the harness's retries against a dead server
+                    await self.stop(ctx, handle)
+                    exited = True
             await self._pump(ctx, handle, out, err, final=exited)
             if exited:
                 break
+            polls += 1
             await anyio.sleep(self.poll_interval)
         handle.update(stdout_offset=out.offset, stderr_offset=err.offset)
         await ctx.save_handle(handle)
@@ -153,7 +163,7 @@ class ProcessRuntime(Runtime):
                 break
             await anyio.sleep(0.05)
             rc = read_exit_code(rcf)
-        return await self._outcome(ctx, handle, rc)
+        return await self._outcome(ctx, handle, rc, dead)
 
     async def _pump(self, ctx: JobContext, handle: dict[str, Any], out: LogTail, err: LogTail, *, final: bool) -> None:
         """Emit new output. Each event is preceded by staging the log offsets just past its lines,
@@ -204,10 +214,20 @@ class ProcessRuntime(Runtime):
             ctx.stage_handle(handle)
             await ctx.log([ln for ln, _ in lines], "stderr")
 
-    async def _outcome(self, ctx: JobContext, handle: dict[str, Any], rc: int | None) -> Outcome:
+    async def _outcome(
+        self, ctx: JobContext, handle: dict[str, Any], rc: int | None, dead: str | None = None
+    ) -> Outcome:
         if ctx.cancelled.is_set():
             return Outcome(state="killed", exit_code=rc)
         task_dir = handle["task_dir"]
+        group = handle.get("deployment_group")
+        if rc != 0 and group:  # a failure of a job whose server died is the server's death, said plainly
+            rec = self.deployments.record(str(group))
+            if rec is not None:
+                dead = dead or self.deployments.death_message(str(group), rec)
+                if dead is not None:
+                    await self.deployments.report_death(ctx, str(group), rec, dead)
+                    return Outcome(state="failed", message=dead, failure_kind="infrastructure", exit_code=rc)
         if rc is None:
             return Outcome(
                 state="failed",
