@@ -164,8 +164,9 @@ async def test_shared_deployment_survives_an_agent_sigkill_and_is_torn_down_afte
         assert (Path(j.task_dir) / "launches.txt").read_text().count("\n") == 1
 
 
+@pytest.mark.parametrize("mid_requests", [False, True], ids=["at-probe", "mid-requests"])
 async def test_deployment_killed_while_a_job_runs_fails_the_job_as_infrastructure(
-    nats_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mid_requests: bool
 ) -> None:
     """The server of a group is SIGKILLed after it is ready, while the real harness runs against it:
     the job fails as ``infrastructure`` saying the deployment died (code, signal, last log lines),
@@ -174,7 +175,7 @@ async def test_deployment_killed_while_a_job_runs_fails_the_job_as_infrastructur
     import signal
 
     from nv_eval.agents.local._procutil import group_members
-    from nv_eval.protocol import StatusEvent
+    from nv_eval.protocol import ProgressEvent, StatusEvent
 
     monkeypatch.delenv("NV_EVAL_HARNESS_CMD", raising=False)  # the real nv-eval-harness
     nc, js = await setup_bus(nats_url, prefix)
@@ -194,6 +195,9 @@ async def test_deployment_killed_while_a_job_runs_fails_the_job_as_infrastructur
         await tg.start(agent.run)
         await publish_job(js, prefix, job)
         await col.wait_for(lambda: "running" in col.states(job.job_id), 150, "the job to run")
+        if mid_requests:  # the harness is past its probe, sending requests (its engine would retry)
+            got = lambda: any(isinstance(e, ProgressEvent) and e.done > 0 for e in col.of(job.job_id))  # noqa: E731
+            await col.wait_for(got, 120, "the first answered request")
         rec = json.loads((data / "runtimes" / "process-deployments.json").read_text())["gk"]
         server = [p for p in group_members(int(rec["pgid"])) if p != int(rec["pid"])]  # not the sh wrapper
         assert server, rec

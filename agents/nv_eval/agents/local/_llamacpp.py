@@ -125,8 +125,8 @@ class LlamaCppDeployments:
         makes the wrapper exit too, so either sign means the deployment is gone."""
         logf = Path(str(rec["log"]))
         rc = read_exit_code(logf.parent / "exit_code")
-        if rc is None and is_alive(int(rec["pid"]), rec.get("start_time")):
-            return None
+        if rc is None and (is_alive(int(rec["pid"]), rec.get("start_time")) or group_members(int(rec["pgid"]))):
+            return None  # alive (or only its wrapper was killed and the server still runs)
         if rc is None:
             how = "exited (no exit code recorded: its wrapper was killed)"
         elif rc > 128:
