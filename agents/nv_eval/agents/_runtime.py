@@ -118,3 +118,13 @@ class Runtime(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027
         """Release runtime-wide resources (connections, pollers)."""
+
+
+async def emit_result_once(ctx: JobContext, handle: dict[str, Any], results: Results) -> Outcome:
+    """Emit the job's result event unless an earlier watch (before a restart) already did, then
+    report success; the flag lives in the saved handle so a re-attach never emits it twice."""
+    if not handle.get("result_emitted"):
+        await ctx.result(results)
+        handle["result_emitted"] = True
+        await ctx.save_handle(handle)
+    return Outcome(state="succeeded", exit_code=0)

@@ -25,7 +25,7 @@ import msgspec
 import structlog
 from nv_eval.protocol import JobSpec, Results
 
-from .._runtime import JobContext, JobFailed, Outcome, Runtime
+from .._runtime import JobContext, JobFailed, Outcome, Runtime, emit_result_once
 from ..deploy._docker_shared import DockerDeployments
 from ..deploy.specs import DeploymentSpecError, group_of
 from ._docker_args import DockerArgsError
@@ -224,11 +224,7 @@ class DockerRuntime(Runtime):
                     failure_kind="evaluation",
                     exit_code=rc,
                 )
-            if not handle.get("result_emitted"):
-                await ctx.result(results)
-                handle["result_emitted"] = True
-                await ctx.save_handle(handle)
-            return Outcome(state="succeeded", exit_code=0)
+            return await emit_result_once(ctx, handle, results)
         last = _last_line(task_dir / "logs" / "stderr.log")
         if rc in (2, 3):
             return Outcome(state="failed", message=last or f"harness exit code {rc}", failure_kind="evaluation", exit_code=rc)

@@ -21,7 +21,7 @@ from nv_eval.protocol import JobSpec, LlamaCppDeployment, LocalExecution, NoDepl
 
 from .._executor import AgentEnv
 from .._harness import default_harness_command, endpoint_url_for, harness_run_args
-from .._runtime import JobContext, JobFailed, Outcome, Runtime
+from .._runtime import JobContext, JobFailed, Outcome, Runtime, emit_result_once
 from ._llamacpp import LlamaCppDeployments, group_of, server_command
 from ._procutil import LogTail, group_members, is_alive, kill_group, proc_start_time, read_exit_code, spawn_detached
 
@@ -245,11 +245,7 @@ class ProcessRuntime(Runtime):
                     failure_kind="evaluation",
                     exit_code=rc,
                 )
-            if not handle.get("result_emitted"):
-                await ctx.result(results)
-                handle["result_emitted"] = True
-                await ctx.save_handle(handle)
-            return Outcome(state="succeeded", exit_code=0)
+            return await emit_result_once(ctx, handle, results)
         last = _last_stderr_line(task_dir)
         if rc in (2, 3):
             return Outcome(state="failed", message=last or f"harness exit code {rc}", failure_kind="evaluation", exit_code=rc)

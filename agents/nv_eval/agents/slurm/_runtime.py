@@ -21,7 +21,7 @@ import msgspec
 import structlog
 from nv_eval.protocol import JobSpec, Results, SlurmExecution
 
-from .._runtime import JobContext, JobFailed, Outcome, Runtime
+from .._runtime import JobContext, JobFailed, Outcome, Runtime, emit_result_once
 from ._alloc import alloc_dir, alloc_handle, task_script, worker_script
 from ._conn import Conn, ConnError
 from ._poller import Poller, category
@@ -326,11 +326,7 @@ class SlurmRuntime(Runtime):
                     failure_kind="evaluation",
                     exit_code=rc,
                 )
-            if not handle.get("result_emitted"):
-                await ctx.result(results)
-                handle["result_emitted"] = True
-                await ctx.save_handle(handle)
-            return Outcome(state="succeeded", exit_code=0)
+            return await emit_result_once(ctx, handle, results)
         last = await self._last_stderr(handle)
         if rc is not None and rc > 128:
             return Outcome(
