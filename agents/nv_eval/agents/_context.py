@@ -162,6 +162,10 @@ class AgentJobContext:
         self.last_state = state
         if state in ("deploying", "running"):
             self.entry.state = state
+        if state == "running" and self.entry.handle is not None:
+            # the runtime saved its handle and reports the job running: the launch is complete even
+            # if the agent dies before `launch` returns, so a restart re-attaches instead of failing it
+            self.entry.launched = True
         await self._emit(
             StatusEvent,
             state=state,
