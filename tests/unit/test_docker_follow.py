@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nv_eval.agents.local._docker_follow import _split, progress_of, ts_to_ns
+from nv_eval.agents._harness import progress_of
+from nv_eval.agents.local._docker_follow import _split, ts_to_ns
 
 
 def test_timestamps_with_trimmed_fractions_order_correctly() -> None:

@@ -6,10 +6,12 @@ Secrets travel by NAME only (``--api-key-env``), never as values.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from nv_eval.protocol import JobSpec
@@ -68,3 +70,17 @@ def harness_run_args(
     if task_file:
         args += ["--task-file", task_file]
     return args
+
+
+def progress_of(line: str) -> dict[str, Any] | None:
+    """The harness's progress/done JSON line (its stdout contract), or None for ordinary output."""
+    s = line.strip()
+    if not (s.startswith("{") and s.endswith("}")):
+        return None
+    try:
+        obj = json.loads(s)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and obj.get("event") in ("progress", "done"):
+        return obj
+    return None

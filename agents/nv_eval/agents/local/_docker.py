@@ -25,11 +25,12 @@ import msgspec
 import structlog
 from nv_eval.protocol import JobSpec, Results
 
+from .._harness import progress_of
 from .._runtime import JobContext, JobFailed, Outcome, Runtime, emit_result_once
 from ..deploy._docker_shared import DockerDeployments
 from ..deploy.specs import DeploymentSpecError, group_of
 from ._docker_args import DockerArgsError
-from ._docker_follow import follow_lines, progress_of
+from ._docker_follow import follow_lines
 from ._docker_ops import (
     API_TIMEOUT,
     create_and_start,

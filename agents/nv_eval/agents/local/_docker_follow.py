@@ -8,7 +8,6 @@ emitted twice and none is lost. Frames are re-assembled into whole lines.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -69,17 +68,3 @@ def _split(raw: str, after_ns: int) -> tuple[int, str] | None:
     if ns <= after_ns:
         return None
     return ns, text.rstrip("\r")
-
-
-def progress_of(line: str) -> dict[str, Any] | None:
-    """The harness's progress/done JSON line, or None for ordinary output."""
-    s = line.strip()
-    if not (s.startswith("{") and s.endswith("}")):
-        return None
-    try:
-        obj = json.loads(s)
-    except ValueError:
-        return None
-    if isinstance(obj, dict) and obj.get("event") in ("progress", "done"):
-        return obj
-    return None

@@ -9,7 +9,6 @@ deployment group (see ``_llamacpp``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ import msgspec
 from nv_eval.protocol import JobSpec, LlamaCppDeployment, LocalExecution, NoDeployment, Results
 
 from .._executor import AgentEnv
-from .._harness import default_harness_command, endpoint_url_for, harness_run_args
+from .._harness import default_harness_command, endpoint_url_for, harness_run_args, progress_of
 from .._runtime import JobContext, JobFailed, Outcome, Runtime, emit_result_once
 from ._llamacpp import LlamaCppDeployments, group_of, server_command
 from ._procutil import LogTail, group_members, is_alive, kill_group, proc_start_time, read_exit_code, spawn_detached
@@ -192,7 +191,7 @@ class ProcessRuntime(Runtime):
                 prog = None
 
         for line, end in out.read(final=final):
-            parsed = _progress(line)
+            parsed = progress_of(line)
             if parsed is None:
                 await flush_prog()
                 plain.append(line)
@@ -284,16 +283,3 @@ class ProcessRuntime(Runtime):
 
 def dep_type(dep: Any) -> str:
     return str(msgspec.inspect.type_info(type(dep)).tag)  # type: ignore[attr-defined]
-
-
-def _progress(line: str) -> dict[str, Any] | None:
-    s = line.strip()
-    if not (s.startswith("{") and s.endswith("}")):
-        return None
-    try:
-        obj = json.loads(s)
-    except ValueError:
-        return None
-    if isinstance(obj, dict) and obj.get("event") in ("progress", "done"):
-        return obj
-    return None
